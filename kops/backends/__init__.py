@@ -1,0 +1,5 @@
+"""Kernel-product backends; each module registers one backend with kops.dispatch."""
+from ..dispatch import register_backend
+from .torch_reference import TorchBackend
+
+register_backend(TorchBackend())
