@@ -5,11 +5,12 @@ registered here for CPU and CUDA (dispatching to a backend through kops.dispatch
 fake (meta) implementations for torch.compile and autograd formulas that themselves call
 the fused ops, so that no backward pass forms K.
 
-NaN / infinity policy: no input is checked by default (a check costs a pass over the data).
-A NaN or infinity in row i of x gives NaN in row i of the result; one in row j of z or of v
-gives NaN in every row of the result (every row sums over z and v). The results of other
-rows are unaffected. Pass ``check_finite=True`` to the Python functions to get a
-ValueError naming the offending argument instead.
+NaN / infinity policy, the same on every backend: a NaN or infinity in row i of x gives
+NaN in row i of the result; one anywhere in z or v gives NaN in every row of the result
+(every row sums over all of z and v); for kernel_matrix, row i and column j are NaN. The
+other rows are exact. This is enforced here, after the backend, by a pass over the inputs
+(O((n + m) d), no device synchronisation). Pass ``check_finite=True`` to the Python
+functions to get a ValueError naming the offending argument instead.
 """
 from __future__ import annotations
 
@@ -29,6 +30,14 @@ def _case(op, x, z, c, kernel, precision) -> Case:
     return Case(op, x.device, x.dtype, x.shape[0], z.shape[0], x.shape[1], c, kernel.name, precision)
 
 
+# ------------------------------------------------------------------ NaN policy
+def _poison_nonfinite(out2, x, z, v2):
+    """NaN into the rows of out2 (n, c) that a non-finite input reaches (policy above)."""
+    bad = ~torch.isfinite(x).all(1, keepdim=True)
+    bad |= ~(torch.isfinite(z).all() & torch.isfinite(v2).all())
+    out2.masked_fill_(bad, float("nan"))
+
+
 # --------------------------------------------------------------------------- kmv
 def _kmv_into(out, x, z, v2, spec, precision, backend, alpha):
     """out (n, c, accumulation dtype, contiguous) += alpha * K(x, z) @ v2."""
@@ -43,6 +52,7 @@ def _kmv_kernel(x, z, v, kernel, bandwidth, precision, backend):
     v2 = v.unsqueeze(1) if v.dim() == 1 else v
     out = torch.zeros(x.shape[0], v2.shape[1], dtype=accumulation_dtype(x.dtype), device=x.device)
     _kmv_into(out, x, z, v2, spec, check_precision(precision), backend, 1.0)
+    _poison_nonfinite(out, x, z, v2)
     out = out.to(x.dtype)
     return out.squeeze(1) if v.dim() == 1 else out
 
@@ -89,9 +99,11 @@ def _kmv_accumulate_kernel(out, x, z, v, kernel, bandwidth, alpha, precision, ba
     acc = accumulation_dtype(x.dtype)
     if out2.dtype == acc and out2.is_contiguous():
         _kmv_into(out2, x, z, v2, spec, check_precision(precision), backend, float(alpha))
+        _poison_nonfinite(out2, x, z, v2)
     else:  # accumulate in a temporary of the accumulation dtype, then add once
         tmp = torch.zeros(out2.shape, dtype=acc, device=x.device)
         _kmv_into(tmp, x, z, v2, spec, check_precision(precision), backend, float(alpha))
+        _poison_nonfinite(tmp, x, z, v2)
         out2.add_(tmp.to(out2.dtype))
 
 
@@ -140,7 +152,10 @@ def _kernel_matrix_kernel(x, z, kernel, bandwidth, precision, backend):
         return x.new_zeros(x.shape[0], z.shape[0])
     precision = check_precision(precision)
     chosen = select_backend(backend, _case("kernel_matrix", x, z, 0, spec, precision))
-    return chosen.kernel_matrix(x, z, spec, precision).to(x.dtype)
+    k = chosen.kernel_matrix(x, z, spec, precision)
+    k.masked_fill_(~torch.isfinite(x).all(1, keepdim=True), float("nan"))
+    k.masked_fill_(~torch.isfinite(z).all(1).unsqueeze(0), float("nan"))
+    return k.to(x.dtype)
 
 
 @torch.library.register_fake("kops::kernel_matrix")
@@ -176,7 +191,10 @@ torch.library.register_autograd(
 
 
 # ------------------------------------------------------------- Python entry points
-def _resolve(kernel, bandwidth, precision, backend):
+def _resolve(kernel, bandwidth, precision, backend, **tensors):
+    for name, t in tensors.items():  # before the dispatcher's own, less helpful, cast error
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
     spec = resolve_kernel(kernel, bandwidth)
     return spec, check_precision(precision), check_backend_name(backend)
 
@@ -212,7 +230,7 @@ def kmv(x, z, v, kernel="gaussian", bandwidth=None, *, precision="ieee", backend
     Tensor, shape (n,) or (n, c), dtype of x.
         float16 / bfloat16 inputs are accumulated in float32. Differentiable in x, z and v.
     """
-    spec, precision, backend = _resolve(kernel, bandwidth, precision, backend)
+    spec, precision, backend = _resolve(kernel, bandwidth, precision, backend, x=x, z=z, v=v)
     if check_finite:
         check_finite_inputs(x=x, z=z, v=v)
     return torch.ops.kops.kmv(x, z, v, spec.name, spec.bandwidth, precision, backend)
@@ -226,7 +244,7 @@ def kmv_accumulate(out, x, z, v, kernel="gaussian", bandwidth=None, *, alpha=1.0
     any floating dtype (the product is accumulated in float32 / float64 and added once).
     Not differentiable (it is meant for solver updates).
     """
-    spec, precision, backend = _resolve(kernel, bandwidth, precision, backend)
+    spec, precision, backend = _resolve(kernel, bandwidth, precision, backend, out=out, x=x, z=z, v=v)
     if check_finite:
         check_finite_inputs(x=x, z=z, v=v)
     torch.ops.kops.kmv_accumulate(out, x, z, v, spec.name, spec.bandwidth, float(alpha), precision, backend)
@@ -238,6 +256,6 @@ def kernel_matrix(x, z, kernel="gaussian", bandwidth=None, *, precision="ieee", 
 
     Parameters as in :func:`kmv`. Differentiable in x and z.
     """
-    spec, precision, backend = _resolve(kernel, bandwidth, precision, backend)
+    spec, precision, backend = _resolve(kernel, bandwidth, precision, backend, x=x, z=z)
     return torch.ops.kops.kernel_matrix(x, z, spec.name, spec.bandwidth, precision, backend)
 

@@ -25,6 +25,16 @@ from .base import Backend
 DIRECT_MAX_D = 4
 # Temporaries per kernel-block element: the distance block and up to two profile temporaries.
 _BLOCK_BUFFERS = 3
+# On CPU, blocks beyond a few tens of MB stream through memory between the distance, exp and
+# value passes; capping them keeps each pass closer to cache (measured: 64 MiB blocks ~1.4x
+# faster than 1 GiB ones at n = m = 20000, d = 64). On CUDA larger blocks only help.
+_CPU_BLOCK_BYTES = 64 * 2**20
+
+
+def block_budget(device: torch.device) -> int:
+    """Bytes of temporaries one block may use on ``device``."""
+    budget = get_memory_budget(device)
+    return min(budget, _CPU_BLOCK_BYTES) if device.type == "cpu" else budget
 
 
 @contextlib.contextmanager
@@ -64,6 +74,16 @@ def block_ranges(n: int, m: int, bytes_per_pair: int, budget: int):
             yield i0, min(i0 + bn, n), j0, min(j0 + bm, m)
 
 
+def centering_shift(z: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The mean of the finite entries of z per feature: the shift applied to x and z.
+
+    Any shift leaves distances unchanged; the mean makes the GEMM trick's norms small. Non-
+    finite entries are left out so that they cannot spread to the other rows' results.
+    """
+    zf = z.to(dtype)
+    return torch.where(torch.isfinite(zf), zf, torch.zeros((), dtype=dtype, device=z.device)).mean(0)
+
+
 class _Prepared:
     """Centred, scaled (and precision-rounded) copies of x and z with their squared norms."""
 
@@ -71,7 +91,7 @@ class _Prepared:
         self.dtype = accumulation_dtype(x.dtype)
         self.same = same_points(x, z)
         self.direct = x.shape[1] <= DIRECT_MAX_D
-        center = z.to(self.dtype).mean(0)
+        center = centering_shift(z, self.dtype)
         self.xs = round_operand((x.to(self.dtype) - center).mul_(kernel.scale), precision)
         self.zs = self.xs if self.same else round_operand((z.to(self.dtype) - center).mul_(kernel.scale), precision)
         if not self.direct:
@@ -110,7 +130,7 @@ class TorchBackend(Backend):
     def kmv(self, x, z, v, kernel, precision, out, alpha):
         prep = _Prepared(x, z, kernel, precision)
         vr = round_operand(v.to(prep.dtype), precision)
-        budget = get_memory_budget(x.device)
+        budget = block_budget(x.device)
         with exact_matmul(x.device):
             for i0, i1, j0, j1 in block_ranges(x.shape[0], z.shape[0], prep.bytes_per_pair(), budget):
                 k = round_operand(kernel.profile(prep.sqdist(i0, i1, j0, j1)), precision)
@@ -121,7 +141,7 @@ class TorchBackend(Backend):
         g, vv = grad_out.to(prep.dtype), v.to(prep.dtype)
         gx = torch.zeros(x.shape, dtype=prep.dtype, device=x.device)
         gz = torch.zeros(z.shape, dtype=prep.dtype, device=x.device)
-        budget = get_memory_budget(x.device)
+        budget = block_budget(x.device)
         with exact_matmul(x.device):
             for i0, i1, j0, j1 in block_ranges(x.shape[0], z.shape[0], prep.bytes_per_pair() * 2, budget):
                 u = prep.sqdist(i0, i1, j0, j1)
@@ -139,7 +159,7 @@ class TorchBackend(Backend):
     def kernel_matrix(self, x, z, kernel, precision):
         prep = _Prepared(x, z, kernel, precision)
         out = torch.empty(x.shape[0], z.shape[0], dtype=prep.dtype, device=x.device)
-        budget = get_memory_budget(x.device)
+        budget = block_budget(x.device)
         with exact_matmul(x.device):
             for i0, i1, j0, j1 in block_ranges(x.shape[0], z.shape[0], prep.bytes_per_pair(), budget):
                 out[i0:i1, j0:j1] = kernel.profile(prep.sqdist(i0, i1, j0, j1))
