@@ -135,6 +135,7 @@ class TorchBackend(Backend):
             for i0, i1, j0, j1 in block_ranges(x.shape[0], z.shape[0], prep.bytes_per_pair(), budget):
                 k = round_operand(kernel.profile(prep.sqdist(i0, i1, j0, j1)), precision)
                 out[i0:i1].addmm_(k, vr[j0:j1], alpha=alpha)
+                del k  # free this block before the next one is formed
 
     def kmv_grad_xz(self, x, z, v, grad_out, kernel, precision):
         prep = _Prepared(x, z, kernel, precision)

@@ -1,0 +1,52 @@
+"""The torch reference backend stays within its memory budget (never forms K)."""
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from kops.backends.torch_reference import block_ranges
+
+SCRIPT = textwrap.dedent(
+    """
+    import resource, torch, kops
+    torch.set_num_threads(2)
+    n = m = 20000
+    g = torch.Generator().manual_seed(0)
+    x, z, v = torch.randn(n, 8, generator=g), torch.randn(m, 8, generator=g), torch.randn(m, 1, generator=g)
+    kops.kmv(x[:10], z[:10], v[:10], "gaussian", 2.0, backend="torch")  # warm up allocator and threads
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with kops.memory_budget("32MiB"):
+        out = kops.kmv(x, z, v, "gaussian", 2.0, backend="torch")
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    assert torch.isfinite(out).all()
+    print((after - before) * 1024)
+    """
+)
+
+
+def test_peak_memory_of_reference_backend_stays_within_budget():
+    # n = m = 20000 in float32: K would be 1.6 GB. The peak growth of the process while the
+    # product runs must stay within the 32 MiB budget (plus 16 MiB of slack), far below n*m*4.
+    # A fixed mmap threshold makes glibc return freed blocks at once, so that ru_maxrss
+    # measures live memory rather than the allocator's retention policy.
+    env = dict(os.environ, OMP_NUM_THREADS="2", MALLOC_MMAP_THRESHOLD_=str(2**20))
+    result = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr
+    growth = int(result.stdout.strip().splitlines()[-1])
+    full_matrix = 20000 * 20000 * 4
+    assert growth < 32 * 2**20 + 16 * 2**20, f"peak grew by {growth / 2**20:.0f} MiB"
+    assert growth < full_matrix / 16
+
+
+@pytest.mark.parametrize("n,m,bpp,budget", [(1, 1, 12, 10), (97, 1025, 12, 4000), (1025, 97, 800, 10**6), (20000, 20000, 12, 64 * 2**20)])
+def test_blocks_cover_every_pair_once_within_budget(n, m, bpp, budget):
+    seen = 0
+    rows = set()
+    for i0, i1, j0, j1 in block_ranges(n, m, bpp, budget):
+        assert 0 <= i0 < i1 <= n and 0 <= j0 < j1 <= m
+        assert (i1 - i0) * (j1 - j0) * bpp <= max(budget, bpp)
+        seen += (i1 - i0) * (j1 - j0)
+        rows.add((i0, i1))
+    assert seen == n * m
