@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# The prepared GPU check: build, GPU tests, memcheck, benchmarks, JSON out. Every step has a
+# timeout; together they bound the run at 8 minutes (a typical run takes less).
+#
+#   bash bench/gpu_check.sh OUTDIR
+#
+# Writes into OUTDIR: build.log, info.json, gpu_tests.log, memcheck.log (when the CUDA
+# backend and compute-sanitizer are present), kmv_cuda_*.json (backends side by side with the
+# roofline fraction), solvers_*.json (when bench/bench_solvers.py exists) and summary.txt.
+# Copy the JSON files to bench/results/ and commit them.
+set -uo pipefail
+OUTDIR=${1:?usage: bash bench/gpu_check.sh OUTDIR}
+mkdir -p "$OUTDIR"
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+export PYTHONUNBUFFERED=1
+export TRITON_CACHE_DIR=${TRITON_CACHE_DIR:-$(mktemp -d -t kops-triton-XXXXXX)}
+export TORCHINDUCTOR_CACHE_DIR=${TORCHINDUCTOR_CACHE_DIR:-$(mktemp -d -t kops-inductor-XXXXXX)}
+start=$(date +%s)
+step() { echo "== [$(( $(date +%s) - start )) s] $*" | tee -a "$OUTDIR/summary.txt"; }
+
+step "build (CUDA torch: $("$PYTHON" -c 'import torch; print(torch.__version__, torch.version.cuda)'))"
+# The GPU image has scikit-build-core, pybind11, cmake and ninja; nothing is downloaded.
+if ! timeout 120 "$PYTHON" -m pip install --no-build-isolation --no-deps --no-index -e . >"$OUTDIR/build.log" 2>&1; then
+  step "BUILD FAILED (tail of build.log follows)"; tail -40 "$OUTDIR/build.log" | tee -a "$OUTDIR/summary.txt"
+fi
+"$PYTHON" -m kops info | tee -a "$OUTDIR/summary.txt"
+"$PYTHON" -m kops info --json >"$OUTDIR/info.json"
+
+step "GPU tests (pytest -m gpu)"
+timeout 120 "$PYTHON" -m pytest tests -m gpu -q -x -p no:cacheprovider >"$OUTDIR/gpu_tests.log" 2>&1
+echo "pytest exit $?" | tee -a "$OUTDIR/summary.txt"; tail -5 "$OUTDIR/gpu_tests.log" | tee -a "$OUTDIR/summary.txt"
+
+if [ -f bench/cuda_memcheck.py ] && command -v compute-sanitizer >/dev/null 2>&1; then
+  step "compute-sanitizer memcheck"
+  timeout 45 compute-sanitizer --tool memcheck --error-exitcode 3 "$PYTHON" bench/cuda_memcheck.py >"$OUTDIR/memcheck.log" 2>&1
+  echo "memcheck exit $?" | tee -a "$OUTDIR/summary.txt"; tail -3 "$OUTDIR/memcheck.log" | tee -a "$OUTDIR/summary.txt"
+fi
+
+step "kernel-product benchmark, Gaussian"
+timeout 150 "$PYTHON" bench/bench_kmv.py --device cuda --preset gpu --kernels gaussian \
+  --time-budget 110 --repeats 5 --json "$OUTDIR/kmv_cuda.json" >"$OUTDIR/bench_kmv.log" 2>&1
+echo "bench exit $?" | tee -a "$OUTDIR/summary.txt"; tail -60 "$OUTDIR/bench_kmv.log" | tee -a "$OUTDIR/summary.txt"
+step "kernel-product benchmark, Laplacian"
+timeout 50 "$PYTHON" bench/bench_kmv.py --device cuda --preset gpu-quick --kernels laplacian \
+  --time-budget 30 --repeats 5 --json "$OUTDIR/kmv_cuda_laplacian.json" >"$OUTDIR/bench_kmv_laplacian.log" 2>&1
+echo "bench exit $?" | tee -a "$OUTDIR/summary.txt"; tail -14 "$OUTDIR/bench_kmv_laplacian.log" | tee -a "$OUTDIR/summary.txt"
+
+if [ -f bench/bench_solvers.py ]; then
+  step "solver benchmark"
+  timeout 40 "$PYTHON" bench/bench_solvers.py --device cuda --quick --json "$OUTDIR" >"$OUTDIR/bench_solvers.log" 2>&1
+  echo "solver bench exit $?" | tee -a "$OUTDIR/summary.txt"; tail -15 "$OUTDIR/bench_solvers.log" | tee -a "$OUTDIR/summary.txt"
+fi
+step "done"
