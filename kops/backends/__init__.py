@@ -3,3 +3,4 @@ from ..dispatch import register_backend
 from .torch_reference import TorchBackend
 
 register_backend(TorchBackend())
+from . import cpu_native  # noqa: E402,F401  (registers the native CPU backend "cpu")

@@ -1,0 +1,322 @@
+// The tile kernels of the native CPU backend, written once against the vector operations of
+// kmv_simd.h and compiled per ISA (namespace KOPS_CPU_ISA) by kmv_avx2.cpp and
+// kmv_portable.cpp. See kmv_kernels.h for the data layouts.
+//
+// One call covers a block of X rows and a range of Z panels. Per tile of Z (tile_panels
+// panels, a few hundred rows) it
+//   1. computes the kernel values of the block x tile into a work buffer that stays in the
+//      core's L2 cache: a 6 x (2 vectors) register-blocked microkernel forms the dot
+//      products (GEMM trick: u = |x|^2 + |z|^2 - 2 x.z, clamped at 0) or the sums of
+//      squared differences (direct mode, small d), then applies the profile f(u) with a
+//      vectorised exp while the values are still in registers;
+//   2. multiplies that tile with the matching rows of V, vectorised along the tile's columns
+//      (so c = 1 runs at full vector width) and register-blocked over rows x columns of V.
+// K is therefore never formed beyond one block x tile.
+#pragma once
+
+#include "kmv_kernels.h"
+#include "kmv_simd.h"
+
+namespace kops_cpu {
+namespace KOPS_CPU_ISA {
+
+inline int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
+
+// f(u) and f'(u) of each kernel (kops/kernels.py), u >= 0 the scaled squared distance.
+template <typename T, int KERN>
+struct Profile {
+  using O = Ops<T>;
+  using V = typename O::V;
+  static inline V value(V u) {
+    if (KERN == kGaussian) return O::exp_neg(u);
+    V t = O::sqrt(u);
+    V e = O::exp_neg(t);
+    if (KERN == kLaplacian) return e;
+    if (KERN == kMatern32) return O::mul(O::add(O::set1(T(1)), t), e);
+    // matern52: (1 + t + u/3) exp(-t)
+    V poly = O::fmadd(u, O::set1(T(1) / T(3)), O::add(O::set1(T(1)), t));
+    return O::mul(poly, e);
+  }
+  static inline V derivative(V u) {
+    if (KERN == kGaussian) return O::sub(O::zero(), O::exp_neg(u));
+    V t = O::sqrt(u);
+    V e = O::exp_neg(t);
+    if (KERN == kLaplacian) {
+      // exp(-r) / (-2 r), taken as 0 at r = 0 (the symmetric subgradient)
+      return O::select_pos(t, O::div(e, O::mul(O::set1(T(-2)), t)));
+    }
+    if (KERN == kMatern32) return O::mul(O::set1(T(-0.5)), e);
+    return O::mul(O::mul(O::add(O::set1(T(1)), t), e), O::set1(T(-1) / T(6)));
+  }
+};
+
+// Epilogues of the distance microkernel: what is stored for a vector of u values.
+enum Epilogue : int { kStoreKernel = 0, kStoreU = 1 };
+
+template <typename T, int KERN, int EPI>
+inline void finish(typename Ops<T>::V u, T* dst) {
+  if (EPI == kStoreKernel)
+    Ops<T>::store(dst, Profile<T, KERN>::value(u));
+  else
+    Ops<T>::store(dst, u);
+}
+
+// GEMM-trick microkernel: a kMR x NR block (NR = 2 vectors) of scaled squared distances.
+// xg: packed row group (d x kMR), zpn: packed panel (d x NR), xn6 / zn: their norms.
+template <typename T, int KERN, int EPI>
+inline void micro_gemm(const T* __restrict xg, const T* __restrict zpn, int64_t d,
+                       const T* __restrict xn6, const T* __restrict zn, T* __restrict dst,
+                       int64_t ldd) {
+  using O = Ops<T>;
+  using V = typename O::V;
+  constexpr int W = O::W;
+  constexpr int NR = 2 * W;
+  V a00 = O::zero(), a01 = O::zero(), a10 = O::zero(), a11 = O::zero();
+  V a20 = O::zero(), a21 = O::zero(), a30 = O::zero(), a31 = O::zero();
+  V a40 = O::zero(), a41 = O::zero(), a50 = O::zero(), a51 = O::zero();
+  for (int64_t k = 0; k < d; ++k) {
+    const V z0 = O::load(zpn + k * NR);
+    const V z1 = O::load(zpn + k * NR + W);
+    const T* xk = xg + k * kMR;
+    V b = O::set1(xk[0]);
+    a00 = O::fmadd(b, z0, a00);
+    a01 = O::fmadd(b, z1, a01);
+    b = O::set1(xk[1]);
+    a10 = O::fmadd(b, z0, a10);
+    a11 = O::fmadd(b, z1, a11);
+    b = O::set1(xk[2]);
+    a20 = O::fmadd(b, z0, a20);
+    a21 = O::fmadd(b, z1, a21);
+    b = O::set1(xk[3]);
+    a30 = O::fmadd(b, z0, a30);
+    a31 = O::fmadd(b, z1, a31);
+    b = O::set1(xk[4]);
+    a40 = O::fmadd(b, z0, a40);
+    a41 = O::fmadd(b, z1, a41);
+    b = O::set1(xk[5]);
+    a50 = O::fmadd(b, z0, a50);
+    a51 = O::fmadd(b, z1, a51);
+  }
+  // Park the dot products in L1 before the epilogue: keeping the twelve accumulators live
+  // across the (register-hungry) exp code made the compiler spill them inside the k loop.
+  alignas(32) T buf[kMR * NR];
+  O::store(buf + 0 * NR, a00);
+  O::store(buf + 0 * NR + W, a01);
+  O::store(buf + 1 * NR, a10);
+  O::store(buf + 1 * NR + W, a11);
+  O::store(buf + 2 * NR, a20);
+  O::store(buf + 2 * NR + W, a21);
+  O::store(buf + 3 * NR, a30);
+  O::store(buf + 3 * NR + W, a31);
+  O::store(buf + 4 * NR, a40);
+  O::store(buf + 4 * NR + W, a41);
+  O::store(buf + 5 * NR, a50);
+  O::store(buf + 5 * NR + W, a51);
+  const V m2 = O::set1(T(-2));
+  // u = clamp0(|x|^2 + |z|^2 - 2 x.z): rounding can make it slightly negative
+#pragma GCC unroll 1
+  for (int r = 0; r < kMR; ++r) {
+    const V xr = O::set1(xn6[r]);
+#pragma GCC unroll 2
+    for (int h = 0; h < 2; ++h) {
+      const V s = O::add(xr, O::load(zn + h * W));
+      finish<T, KERN, EPI>(O::clamp0(O::fmadd(m2, O::load(buf + r * NR + h * W), s)), dst + r * ldd + h * W);
+    }
+  }
+}
+
+// Direct-differences microkernel (small d): u = sum_k (x_k - z_k)^2, which cannot cancel.
+// Done one vector half of the panel at a time to stay within the register file.
+template <typename T, int KERN, int EPI>
+inline void micro_direct(const T* __restrict xg, const T* __restrict zpn, int64_t d,
+                         T* __restrict dst, int64_t ldd) {
+  using O = Ops<T>;
+  using V = typename O::V;
+  constexpr int W = O::W;
+  constexpr int NR = 2 * W;
+  for (int h = 0; h < 2; ++h) {
+    V a0 = O::zero(), a1 = O::zero(), a2 = O::zero(), a3 = O::zero(), a4 = O::zero(),
+      a5 = O::zero();
+    for (int64_t k = 0; k < d; ++k) {
+      const V z = O::load(zpn + k * NR + h * W);
+      const T* xk = xg + k * kMR;
+      V t;
+      t = O::sub(O::set1(xk[0]), z);
+      a0 = O::fmadd(t, t, a0);
+      t = O::sub(O::set1(xk[1]), z);
+      a1 = O::fmadd(t, t, a1);
+      t = O::sub(O::set1(xk[2]), z);
+      a2 = O::fmadd(t, t, a2);
+      t = O::sub(O::set1(xk[3]), z);
+      a3 = O::fmadd(t, t, a3);
+      t = O::sub(O::set1(xk[4]), z);
+      a4 = O::fmadd(t, t, a4);
+      t = O::sub(O::set1(xk[5]), z);
+      a5 = O::fmadd(t, t, a5);
+    }
+    T* o = dst + h * W;
+    finish<T, KERN, EPI>(a0, o);
+    finish<T, KERN, EPI>(a1, o + ldd);
+    finish<T, KERN, EPI>(a2, o + 2 * ldd);
+    finish<T, KERN, EPI>(a3, o + 3 * ldd);
+    finish<T, KERN, EPI>(a4, o + 4 * ldd);
+    finish<T, KERN, EPI>(a5, o + 5 * ldd);
+  }
+}
+
+// Fill dst (rows of groups [g0, g1) x columns of panels [p0, p1), leading dimension ldd)
+// with f(u) (EPI = kStoreKernel) or u (kStoreU). Panels outer, row groups inner: one
+// panel (d x NR) is reused from L1 by every row group of the block.
+template <typename T, int KERN, int EPI>
+void distance_tile(const TileArgs<T>& a, int64_t g0, int64_t g1, int64_t p0, int64_t p1, T* dst,
+                   int64_t ldd) {
+  constexpr int NR = 2 * Ops<T>::W;
+  const int64_t d = a.d;
+  for (int64_t p = p0; p < p1; ++p) {
+    const T* zpn = a.zp + p * d * NR;
+    T* col = dst + (p - p0) * NR;
+    for (int64_t g = g0; g < g1; ++g) {
+      const T* xg = a.xp + g * d * kMR;
+      T* o = col + (g - g0) * kMR * ldd;
+      if (a.direct)
+        micro_direct<T, KERN, EPI>(xg, zpn, d, o, ldd);
+      else
+        micro_gemm<T, KERN, EPI>(xg, zpn, d, a.xn + g * kMR, a.zn + p * NR, o, ldd);
+    }
+  }
+  if (a.same) {
+    // x is z: the diagonal is exactly distance 0, whatever the rounding above did.
+    const int64_t r0 = g0 * kMR, c0 = p0 * NR, c1 = p1 * NR;
+    const T diag = EPI == kStoreKernel ? T(1) : T(0);  // f(0) = 1 for every kops kernel
+    const int64_t i_hi = imin(g1 * kMR, a.n);
+    for (int64_t i = r0 > c0 ? r0 : c0; i < i_hi && i < c1; ++i) dst[(i - r0) * ldd + (i - c0)] = diag;
+  }
+}
+
+// acc (rows x c) += K (rows x cols, leading dimension ldk) @ V[col0 : col0 + cols]: R rows x
+// C columns of V per pass, vectorised along the tile's columns (cols is a multiple of W).
+template <typename T, int R, int C>
+inline void value_block(const T* __restrict k, int64_t ldk, const T* __restrict vt, int64_t ldv,
+                        int64_t cols, T* __restrict acc, int64_t c) {
+  using O = Ops<T>;
+  using V = typename O::V;
+  constexpr int W = O::W;
+  V s[R][C];
+  for (int r = 0; r < R; ++r)
+    for (int q = 0; q < C; ++q) s[r][q] = O::zero();
+  for (int64_t j = 0; j < cols; j += W) {
+    V kv[R];
+    for (int r = 0; r < R; ++r) kv[r] = O::load(k + r * ldk + j);
+    for (int q = 0; q < C; ++q) {
+      const V vv = O::load(vt + q * ldv + j);
+      for (int r = 0; r < R; ++r) s[r][q] = O::fmadd(kv[r], vv, s[r][q]);
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int q = 0; q < C; ++q) acc[r * c + q] += O::hsum(s[r][q]);
+}
+
+template <typename T, int R, int C>
+inline void value_rows(const T* k, int64_t ldk, int64_t rows, const T* vt, int64_t ldv,
+                       int64_t cols, T* acc, int64_t c) {
+  int64_t i = 0;
+  for (; i + R <= rows; i += R) value_block<T, R, C>(k + i * ldk, ldk, vt, ldv, cols, acc + i * c, c);
+  for (; i < rows; ++i) value_block<T, 1, C>(k + i * ldk, ldk, vt, ldv, cols, acc + i * c, c);
+}
+
+// acc (rows x c) += K tile @ V tile, columns of V in chunks of up to 4 (about 8-12
+// accumulators per pass: enough to hide the FMA latency, few enough to stay in registers).
+template <typename T>
+void value_tile(const T* k, int64_t ldk, int64_t rows, const T* vt, int64_t ldv, int64_t cols,
+                T* acc, int64_t c) {
+  int64_t l = 0;
+  for (; l + 4 <= c; l += 4) value_rows<T, 3, 4>(k, ldk, rows, vt + l * ldv, ldv, cols, acc + l, c);
+  const int64_t rest = c - l;
+  if (rest == 3) value_rows<T, 4, 3>(k, ldk, rows, vt + l * ldv, ldv, cols, acc + l, c);
+  if (rest == 2) value_rows<T, 4, 2>(k, ldk, rows, vt + l * ldv, ldv, cols, acc + l, c);
+  if (rest == 1) value_rows<T, 8, 1>(k, ldk, rows, vt + l * ldv, ldv, cols, acc + l, c);
+}
+
+template <typename T, int KERN>
+void kmv_rows_k(const TileArgs<T>& a, int64_t g0, int64_t g1, int64_t p0, int64_t p1, T* acc,
+                T* work) {
+  constexpr int NR = 2 * Ops<T>::W;
+  const int64_t ldk = a.tile_panels * NR;
+  const int64_t rows = imin(g1 * kMR, a.n) - g0 * kMR;
+  if (rows <= 0) return;
+  for (int64_t t0 = p0; t0 < p1; t0 += a.tile_panels) {
+    const int64_t t1 = imin(t0 + a.tile_panels, p1);
+    distance_tile<T, KERN, kStoreKernel>(a, g0, g1, t0, t1, work, ldk);
+    value_tile<T>(work, ldk, rows, a.vt + t0 * NR, a.m_pad, (t1 - t0) * NR, acc, a.c);
+  }
+}
+
+template <typename T>
+void kmv_rows(const TileArgs<T>& a, int64_t g0, int64_t g1, int64_t p0, int64_t p1, T* acc,
+              T* work) {
+  switch (a.kernel) {
+    case kGaussian: return kmv_rows_k<T, kGaussian>(a, g0, g1, p0, p1, acc, work);
+    case kLaplacian: return kmv_rows_k<T, kLaplacian>(a, g0, g1, p0, p1, acc, work);
+    case kMatern32: return kmv_rows_k<T, kMatern32>(a, g0, g1, p0, p1, acc, work);
+    default: return kmv_rows_k<T, kMatern52>(a, g0, g1, p0, p1, acc, work);
+  }
+}
+
+// q = f'(u) * (G V^T) on one tile; the distance microkernel stores u, then each row is
+// finished in place: noise floor (non-smooth kernels), derivative, product with <g_i, v_j>.
+template <typename T, int KERN>
+void grad_tile_k(const TileArgs<T>& a, int64_t g0, int64_t g1, int64_t p0, int64_t p1, T* q,
+                 int64_t ldq) {
+  using O = Ops<T>;
+  using V = typename O::V;
+  constexpr int W = O::W;
+  constexpr int NR = 2 * W;
+  distance_tile<T, KERN, kStoreU>(a, g0, g1, p0, p1, q, ldq);
+  const int64_t r0 = g0 * kMR;
+  const int64_t rows = imin(g1 * kMR, a.n) - r0;
+  const int64_t cols = (p1 - p0) * NR;
+  const int64_t col0 = p0 * NR;
+  const T floor_factor = T(16) * (sizeof(T) == 4 ? T(1.1920928955078125e-07) : T(2.220446049250313e-16));
+  for (int64_t i = 0; i < rows; ++i) {
+    T* qi = q + i * ldq;
+    const T* gi = a.g + (r0 + i) * a.c;
+    const V xni = O::set1(a.direct || !a.noise_floor ? T(0) : a.xn[r0 + i]);
+    for (int64_t j = 0; j < cols; j += W) {
+      V u = O::load(qi + j);
+      if (a.noise_floor && !a.direct) {
+        // below the GEMM trick's rounding noise the distance is indistinguishable from 0
+        const V fl = O::mul(O::add(xni, O::load(a.zn + col0 + j)), O::set1(floor_factor));
+        u = O::zero_if_le(u, fl);
+      }
+      V gv = O::zero();
+      for (int64_t l = 0; l < a.c; ++l)
+        gv = O::fmadd(O::set1(gi[l]), O::load(a.vt + l * a.m_pad + col0 + j), gv);
+      O::store(qi + j, O::mul(Profile<T, KERN>::derivative(u), gv));
+    }
+  }
+}
+
+template <typename T>
+void grad_tile(const TileArgs<T>& a, int64_t g0, int64_t g1, int64_t p0, int64_t p1, T* q,
+               int64_t ldq) {
+  switch (a.kernel) {
+    case kGaussian: return grad_tile_k<T, kGaussian>(a, g0, g1, p0, p1, q, ldq);
+    case kLaplacian: return grad_tile_k<T, kLaplacian>(a, g0, g1, p0, p1, q, ldq);
+    case kMatern32: return grad_tile_k<T, kMatern32>(a, g0, g1, p0, p1, q, ldq);
+    default: return grad_tile_k<T, kMatern52>(a, g0, g1, p0, p1, q, ldq);
+  }
+}
+
+inline const IsaTable* make_table(const char* name) {
+  static const IsaTable table = {name,
+                                 2 * Ops<float>::W,
+                                 2 * Ops<double>::W,
+                                 &kmv_rows<float>,
+                                 &kmv_rows<double>,
+                                 &grad_tile<float>,
+                                 &grad_tile<double>};
+  return &table;
+}
+
+}  // namespace KOPS_CPU_ISA
+}  // namespace kops_cpu

@@ -1,0 +1,66 @@
+// Interface between the torch binding (kmv_ops.cpp: checks, preparation, threading) and the
+// ISA-specific tile kernels (kmv_avx2.cpp, kmv_portable.cpp). Plain pointers only, so the
+// ISA translation units need no torch header.
+//
+// Layouts prepared by the binding (T = float or double, the accumulation dtype):
+//   xp  packed scaled X: row group g (rows g*MR .. g*MR+MR-1) is a d x MR block at
+//       xp + g*d*MR, element (k, r) at [k*MR + r]; rows past n are 0.
+//   zp  packed scaled Z: panel p (rows p*NR ..) is a d x NR block at zp + p*d*NR.
+//   xn, zn  squared norms of the scaled rows, padded with 0 (GEMM-trick mode only).
+//   vt  V transposed: c x m_pad, column j of row l at vt[l*m_pad + j], zero past m.
+// Scaled means centred on the mean of z and multiplied by the kernel's scale, so that the
+// kernel is f(u) of u = |xs - zs|^2 (see kops/kernels.py).
+#pragma once
+
+#include <cstdint>
+
+namespace kops_cpu {
+
+constexpr int kMR = 6;  // rows of X per micro-tile
+
+// kernels, in the order of their profile implementations
+enum KernelId : int { kGaussian = 0, kLaplacian = 1, kMatern32 = 2, kMatern52 = 3 };
+
+template <typename T>
+struct TileArgs {
+  const T* xp = nullptr;
+  const T* zp = nullptr;
+  const T* xn = nullptr;
+  const T* zn = nullptr;
+  const T* vt = nullptr;
+  int64_t n = 0, m = 0, d = 0, c = 0, m_pad = 0;
+  int kernel = kGaussian;
+  bool direct = false;  // squared distances by direct differences instead of the GEMM trick
+  bool same = false;    // x and z are the same points: K_ii = f(0) exactly
+  int64_t tile_panels = 16;  // panels of Z per tile (tile width tile_panels * NR)
+  // gradient only
+  const T* g = nullptr;  // grad_out, n x c row-major (contiguous)
+  bool noise_floor = false;  // u <= 16 eps (xn_i + zn_j) counts as u = 0 (non-smooth kernels)
+};
+
+// Per-ISA entry points. Rows are given in row groups [g0, g1) (of kMR rows), Z in panels
+// [p0, p1) (of NR rows).
+//   kmv_rows: acc ((g1-g0)*kMR x c, row-major) += K(rows, panels) @ V(panels).
+//             work: at least (g1-g0)*kMR * tile_panels*NR elements.
+//   grad_tile: q (rows x panels, leading dimension ldq) = f'(u_ij) <g_i, v_j> for one tile
+//             (p1 - p0 <= tile_panels), with the same-points diagonal and noise floor applied.
+struct IsaTable {
+  const char* name;
+  int nr_f32;
+  int nr_f64;
+  void (*kmv_rows_f32)(const TileArgs<float>&, int64_t g0, int64_t g1, int64_t p0, int64_t p1,
+                       float* acc, float* work);
+  void (*kmv_rows_f64)(const TileArgs<double>&, int64_t g0, int64_t g1, int64_t p0, int64_t p1,
+                       double* acc, double* work);
+  void (*grad_tile_f32)(const TileArgs<float>&, int64_t g0, int64_t g1, int64_t p0, int64_t p1,
+                        float* q, int64_t ldq);
+  void (*grad_tile_f64)(const TileArgs<double>&, int64_t g0, int64_t g1, int64_t p0, int64_t p1,
+                        double* q, int64_t ldq);
+};
+
+// Defined in kmv_portable.cpp (always) and kmv_avx2.cpp (x86-64 builds with AVX2 flags;
+// returns nullptr elsewhere).
+const IsaTable* portable_table();
+const IsaTable* avx2_table();
+
+}  // namespace kops_cpu

@@ -1,0 +1,361 @@
+// Native CPU kernel products: private ops kops::_cpu_kmv_accumulate and
+// kops::_cpu_kmv_grad_xz (called by kops/backends/cpu_native.py), plus kops::_cpu_isa.
+//
+// This file checks the arguments, prepares the inputs in the accumulation dtype with ATen
+// (centre on the mean of z, multiply by the kernel's scale, squared norms, packing into the
+// layouts of kmv_kernels.h, all O((n + m) d)), and spreads row blocks of X over threads with
+// at::parallel_for (a shared task counter gives dynamic load balance, which matters on a
+// loaded machine). The O(n m d) work is done by the tile kernels of the selected ISA.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <atomic>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "kmv_kernels.h"
+
+namespace kops_cpu {
+namespace {
+
+// Squared distances by direct differences up to this d (no GEMM-trick cancellation; at
+// small d the exp dominates the cost either way). Same threshold as the torch reference,
+// so that the Laplacian's noise-floor rule applies to the same cases.
+constexpr int64_t kDirectMaxD = 4;
+// Row groups (of kMR rows) per task and Z panels per tile: a block x tile of kernel values
+// (48 x 256 floats, 48 KiB) and the packed panels stay in L2.
+constexpr int64_t kBlockGroups = 8;
+constexpr int64_t kTileBytes = 1024;  // tile width in bytes of one row: 256 floats, 128 doubles
+// Gradient: larger blocks, so the ATen matrix products on them amortise their call cost.
+constexpr int64_t kGradBlockGroups = 16;
+constexpr int64_t kGradTileCols = 512;
+
+bool cpu_has_avx2_fma() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+  return false;
+#endif
+}
+
+// The ISA in use: AVX2 when compiled in and supported by this CPU, unless the environment
+// variable KOPS_CPU_ISA=portable asks for the portable kernels (tests use it).
+const IsaTable* isa() {
+  static const IsaTable* best = (avx2_table() != nullptr && cpu_has_avx2_fma()) ? avx2_table()
+                                                                                 : portable_table();
+  const char* env = std::getenv("KOPS_CPU_ISA");
+  if (env != nullptr && std::strcmp(env, "portable") == 0) return portable_table();
+  return best;
+}
+
+struct KernelInfo {
+  int id;
+  double scale;
+  bool smooth_at_zero;
+};
+
+// Must match kops/kernels.py (scale and smoothness of each kernel).
+KernelInfo kernel_info(const std::string& name, double bandwidth) {
+  TORCH_CHECK(std::isfinite(bandwidth) && bandwidth > 0.0,
+              "kops native CPU kernel: bandwidth must be a positive finite number, got ", bandwidth);
+  if (name == "gaussian") return {kGaussian, 1.0 / (bandwidth * std::sqrt(2.0)), true};
+  if (name == "laplacian") return {kLaplacian, 1.0 / bandwidth, false};
+  if (name == "matern32") return {kMatern32, std::sqrt(3.0) / bandwidth, true};
+  if (name == "matern52") return {kMatern52, std::sqrt(5.0) / bandwidth, true};
+  TORCH_CHECK(false, "kops native CPU kernel: unknown kernel '", name,
+              "' (expected gaussian, laplacian, matern32 or matern52)");
+}
+
+void check_inputs(const at::Tensor& x, const at::Tensor& z, const at::Tensor& v) {
+  TORCH_CHECK(x.device().is_cpu() && z.device().is_cpu() && v.device().is_cpu(),
+              "kops native CPU kernel: x, z and v must be CPU tensors");
+  TORCH_CHECK(x.dim() == 2 && z.dim() == 2 && v.dim() == 2,
+              "kops native CPU kernel: x (n, d), z (m, d) and v (m, c) must be 2-D, got ",
+              x.sizes(), ", ", z.sizes(), ", ", v.sizes());
+  TORCH_CHECK(x.size(1) == z.size(1), "kops native CPU kernel: x and z must have the same d, got ",
+              x.sizes(), " and ", z.sizes());
+  TORCH_CHECK(x.size(1) >= 1, "kops native CPU kernel: d must be >= 1");
+  TORCH_CHECK(v.size(0) == z.size(0), "kops native CPU kernel: v must have as many rows as z, got ",
+              v.sizes(), " and ", z.sizes());
+  const auto dt = x.scalar_type();
+  TORCH_CHECK(dt == at::kFloat || dt == at::kDouble,
+              "kops native CPU kernel: dtype must be float32 or float64, got ", dt,
+              " (float16 / bfloat16 are upcast to float32 by the Python backend)");
+  TORCH_CHECK(z.scalar_type() == dt && v.scalar_type() == dt,
+              "kops native CPU kernel: x, z and v must have one dtype, got ", dt, ", ",
+              z.scalar_type(), ", ", v.scalar_type());
+}
+
+// x and z are the same points (same memory, shape and strides): the diagonal is exact 0.
+bool same_points(const at::Tensor& x, const at::Tensor& z) {
+  return x.data_ptr() == z.data_ptr() && x.sizes() == z.sizes() && x.strides() == z.strides();
+}
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// Rows of `a` (r x d) packed as groups of `w` rows, each a d x w block (zero padding).
+at::Tensor pack_rows(const at::Tensor& a, int64_t w) {
+  const int64_t r = a.size(0), d = a.size(1);
+  const int64_t groups = ceil_div(r, w);
+  at::Tensor padded = at::zeros({groups * w, d}, a.options());
+  padded.narrow(0, 0, r).copy_(a);
+  return padded.view({groups, w, d}).transpose(1, 2).contiguous();
+}
+
+at::Tensor pad_rows(const at::Tensor& a, int64_t rows) {
+  at::Tensor out = at::zeros({rows, a.size(1)}, a.options());
+  out.narrow(0, 0, a.size(0)).copy_(a);
+  return out;
+}
+
+at::Tensor pad_vector(const at::Tensor& a, int64_t len) {
+  at::Tensor out = at::zeros({len}, a.options());
+  out.narrow(0, 0, a.size(0)).copy_(a);
+  return out;
+}
+
+// Everything the tile kernels read, kept alive by the tensors in this struct.
+struct Prepared {
+  at::Tensor xs, zs;      // scaled rows (n x d, m x d), contiguous
+  at::Tensor xp, zp;      // packed
+  at::Tensor xn, zn;      // padded squared norms (GEMM-trick mode)
+  at::Tensor vt;          // c x m_pad
+  int64_t groups = 0, panels = 0, nr = 0;
+  bool direct = false, same = false;
+};
+
+Prepared prepare(const at::Tensor& x, const at::Tensor& z, const at::Tensor& v, double scale,
+                 int nr) {
+  Prepared p;
+  p.same = same_points(x, z);
+  p.direct = x.size(1) <= kDirectMaxD;
+  p.nr = nr;
+  const int64_t n = x.size(0), m = z.size(0);
+  p.groups = ceil_div(n, kMR);
+  p.panels = ceil_div(m, nr);
+  // Centring on the mean of z and scaling first keeps the GEMM trick's norms O(1).
+  const at::Tensor center = z.mean(0);
+  p.xs = (x - center).mul_(scale).contiguous();
+  p.zs = p.same ? p.xs : (z - center).mul_(scale).contiguous();
+  p.xp = pack_rows(p.xs, kMR);
+  p.zp = pack_rows(p.zs, nr);
+  if (!p.direct) {
+    p.xn = pad_vector(p.xs.square().sum(1), p.groups * kMR);
+    p.zn = pad_vector(p.zs.square().sum(1), p.panels * nr);
+  }
+  p.vt = pad_rows(v, p.panels * nr).t().contiguous();
+  return p;
+}
+
+template <typename T>
+TileArgs<T> tile_args(const Prepared& p, int kernel, int64_t n, int64_t m, int64_t d, int64_t c) {
+  TileArgs<T> a;
+  a.xp = p.xp.data_ptr<T>();
+  a.zp = p.zp.data_ptr<T>();
+  a.xn = p.direct ? nullptr : p.xn.data_ptr<T>();
+  a.zn = p.direct ? nullptr : p.zn.data_ptr<T>();
+  a.vt = p.vt.data_ptr<T>();
+  a.n = n;
+  a.m = m;
+  a.d = d;
+  a.c = c;
+  a.m_pad = p.panels * p.nr;
+  a.kernel = kernel;
+  a.direct = p.direct;
+  a.same = p.same;
+  return a;
+}
+
+// Run task(worker_buffers, t) for t in [0, ntasks) on the intra-op threads, each worker
+// pulling the next task from a shared counter.
+template <typename Body>
+void run_tasks(int64_t ntasks, const Body& body) {
+  const int64_t workers = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), ntasks));
+  std::atomic<int64_t> next{0};
+  at::parallel_for(0, workers, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t w = begin; w < end; ++w) body(w, next);
+  });
+}
+
+template <typename T>
+void kmv_accumulate_impl(at::Tensor& out, const at::Tensor& x, const at::Tensor& z,
+                         const at::Tensor& v, const KernelInfo& k, double alpha) {
+  const IsaTable* table = isa();
+  const int nr = sizeof(T) == 4 ? table->nr_f32 : table->nr_f64;
+  const int64_t n = x.size(0), m = z.size(0), d = x.size(1), c = v.size(1);
+  const Prepared p = prepare(x, z, v, k.scale, nr);
+  TileArgs<T> a = tile_args<T>(p, k.id, n, m, d, c);
+  a.tile_panels = std::max<int64_t>(1, kTileBytes / static_cast<int64_t>(sizeof(T)) / nr);
+  auto rows_fn = sizeof(T) == 4 ? reinterpret_cast<void*>(table->kmv_rows_f32)
+                                : reinterpret_cast<void*>(table->kmv_rows_f64);
+  auto kmv_rows = reinterpret_cast<void (*)(const TileArgs<T>&, int64_t, int64_t, int64_t,
+                                            int64_t, T*, T*)>(rows_fn);
+
+  // Row blocks, and (only when there are too few of them to feed every thread) a split of
+  // Z into parts whose partial products are summed afterwards.
+  const int64_t blocks = ceil_div(p.groups, kBlockGroups);
+  const int64_t threads = at::get_num_threads();
+  int64_t splits = 1;
+  if (threads > 1 && blocks < 4 * threads) {
+    const int64_t tiles = ceil_div(p.panels, a.tile_panels);
+    splits = std::max<int64_t>(1, std::min<int64_t>(ceil_div(4 * threads, blocks), tiles));
+  }
+  at::Tensor partial;
+  if (splits > 1) partial = at::zeros({splits, n, c}, out.options());
+  T* out_ptr = out.data_ptr<T>();
+  T* partial_ptr = splits > 1 ? partial.data_ptr<T>() : nullptr;
+  const T alpha_t = static_cast<T>(alpha);
+  const int64_t ntasks = blocks * splits;
+
+  run_tasks(ntasks, [&](int64_t, std::atomic<int64_t>& next) {
+    std::vector<T> work(static_cast<size_t>(kBlockGroups * kMR * a.tile_panels * nr));
+    std::vector<T> acc(static_cast<size_t>(kBlockGroups * kMR * c));
+    for (int64_t t = next++; t < ntasks; t = next++) {
+      const int64_t b = t / splits, s = t % splits;
+      const int64_t g0 = b * kBlockGroups, g1 = std::min(g0 + kBlockGroups, p.groups);
+      // Z part s in whole tiles
+      const int64_t tiles = ceil_div(p.panels, a.tile_panels);
+      const int64_t p0 = std::min(p.panels, (tiles * s / splits) * a.tile_panels);
+      const int64_t p1 = std::min(p.panels, (tiles * (s + 1) / splits) * a.tile_panels);
+      if (p0 >= p1) continue;
+      std::fill(acc.begin(), acc.end(), T(0));
+      kmv_rows(a, g0, g1, p0, p1, acc.data(), work.data());
+      const int64_t r0 = g0 * kMR, rows = std::min(g1 * kMR, n) - r0;
+      if (splits == 1) {
+        T* o = out_ptr + r0 * c;
+        for (int64_t i = 0; i < rows * c; ++i) o[i] += alpha_t * acc[i];
+      } else {
+        T* o = partial_ptr + (s * n + r0) * c;
+        for (int64_t i = 0; i < rows * c; ++i) o[i] = acc[i];
+      }
+    }
+  });
+  if (splits > 1) out.add_(partial.sum(0), alpha);
+}
+
+void cpu_kmv_accumulate(at::Tensor out, const at::Tensor& x, const at::Tensor& z,
+                        const at::Tensor& v, c10::string_view kernel, double bandwidth,
+                        double alpha) {
+  check_inputs(x, z, v);
+  const KernelInfo k = kernel_info(std::string(kernel), bandwidth);
+  TORCH_CHECK(out.device().is_cpu() && out.scalar_type() == x.scalar_type() && out.is_contiguous(),
+              "kops native CPU kernel: out must be a contiguous CPU tensor of x's dtype (",
+              x.scalar_type(), "), got ", out.scalar_type(), out.is_contiguous() ? "" : " non-contiguous");
+  TORCH_CHECK(out.dim() == 2 && out.size(0) == x.size(0) && out.size(1) == v.size(1),
+              "kops native CPU kernel: out must have shape (n, c) = (", x.size(0), ", ", v.size(1),
+              "), got ", out.sizes());
+  if (x.size(0) == 0 || z.size(0) == 0 || v.size(1) == 0 || alpha == 0.0) return;
+  at::NoGradGuard no_grad;
+  if (x.scalar_type() == at::kFloat)
+    kmv_accumulate_impl<float>(out, x, z, v, k, alpha);
+  else
+    kmv_accumulate_impl<double>(out, x, z, v, k, alpha);
+}
+
+// Gradients of <grad_out, K(x, z) v>: with q_ij = f'(u_ij) <g_i, v_j>,
+//   gx = 2 scale (rowsum(q) xs - q zs),  gz = 2 scale (colsum(q) zs - q^T xs).
+// q is formed one block x tile at a time by the tile kernels; the two products with it run
+// through ATen (BLAS) on the tile. gx rows belong to one task; gz is summed per worker.
+template <typename T>
+std::tuple<at::Tensor, at::Tensor> kmv_grad_impl(const at::Tensor& x, const at::Tensor& z,
+                                                 const at::Tensor& v, const at::Tensor& grad_out,
+                                                 const KernelInfo& k) {
+  const IsaTable* table = isa();
+  const int nr = sizeof(T) == 4 ? table->nr_f32 : table->nr_f64;
+  const int64_t n = x.size(0), m = z.size(0), d = x.size(1), c = v.size(1);
+  const Prepared p = prepare(x, z, v, k.scale, nr);
+  const at::Tensor g = pad_rows(grad_out, p.groups * kMR);
+  const at::Tensor zs_pad = pad_rows(p.zs, p.panels * nr);
+  TileArgs<T> a = tile_args<T>(p, k.id, n, m, d, c);
+  a.g = g.data_ptr<T>();
+  a.noise_floor = !k.smooth_at_zero;
+  const int64_t tile_panels = std::max<int64_t>(1, kGradTileCols / nr);
+  a.tile_panels = tile_panels;
+  auto tile_fn = sizeof(T) == 4 ? reinterpret_cast<void*>(table->grad_tile_f32)
+                                : reinterpret_cast<void*>(table->grad_tile_f64);
+  auto grad_tile = reinterpret_cast<void (*)(const TileArgs<T>&, int64_t, int64_t, int64_t,
+                                             int64_t, T*, int64_t)>(tile_fn);
+
+  const auto opts = x.options();
+  at::Tensor gx = at::zeros({n, d}, opts);
+  const int64_t blocks = ceil_div(p.groups, kGradBlockGroups);
+  const int64_t workers = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), blocks));
+  // per-worker sums for gz (m_pad x d) and colsum(q) (m_pad)
+  at::Tensor gz_parts = at::zeros({workers, p.panels * nr, d}, opts);
+  at::Tensor cs_parts = at::zeros({workers, p.panels * nr}, opts);
+  const int64_t ldq = tile_panels * nr;
+
+  run_tasks(blocks, [&](int64_t w, std::atomic<int64_t>& next) {
+    at::Tensor q = at::empty({kGradBlockGroups * kMR, ldq}, opts);
+    at::Tensor rs = at::empty({kGradBlockGroups * kMR}, opts);
+    at::Tensor gz_w = gz_parts[w], cs_w = cs_parts[w];
+    for (int64_t b = next++; b < blocks; b = next++) {
+      const int64_t g0 = b * kGradBlockGroups, g1 = std::min(g0 + kGradBlockGroups, p.groups);
+      const int64_t r0 = g0 * kMR, rows = std::min(g1 * kMR, n) - r0;
+      const at::Tensor xs_b = p.xs.narrow(0, r0, rows);
+      at::Tensor gx_b = gx.narrow(0, r0, rows);
+      at::Tensor rs_b = rs.narrow(0, 0, rows).zero_();
+      for (int64_t t0 = 0; t0 < p.panels; t0 += tile_panels) {
+        const int64_t t1 = std::min(t0 + tile_panels, p.panels);
+        const int64_t j0 = t0 * nr, cols = (t1 - t0) * nr;
+        grad_tile(a, g0, g1, t0, t1, q.data_ptr<T>(), ldq);
+        const at::Tensor qb = q.narrow(0, 0, rows).narrow(1, 0, cols);
+        rs_b.add_(qb.sum(1));
+        cs_w.narrow(0, j0, cols).add_(qb.sum(0));
+        gx_b.addmm_(qb, zs_pad.narrow(0, j0, cols), 1, -1);
+        gz_w.narrow(0, j0, cols).addmm_(qb.t(), xs_b, 1, -1);
+      }
+      gx_b.addcmul_(rs_b.unsqueeze(1), xs_b);
+    }
+  });
+  const double factor = 2.0 * k.scale;
+  gx.mul_(factor);
+  at::Tensor gz = gz_parts.sum(0).narrow(0, 0, m);
+  gz.addcmul_(cs_parts.sum(0).narrow(0, 0, m).unsqueeze(1), p.zs);
+  gz.mul_(factor);
+  return {gx, gz.contiguous()};
+}
+
+std::tuple<at::Tensor, at::Tensor> cpu_kmv_grad_xz(const at::Tensor& x, const at::Tensor& z,
+                                                   const at::Tensor& v, const at::Tensor& grad_out,
+                                                   c10::string_view kernel, double bandwidth) {
+  check_inputs(x, z, v);
+  const KernelInfo k = kernel_info(std::string(kernel), bandwidth);
+  TORCH_CHECK(grad_out.device().is_cpu() && grad_out.scalar_type() == x.scalar_type(),
+              "kops native CPU kernel: grad_out must be a CPU tensor of x's dtype");
+  TORCH_CHECK(grad_out.dim() == 2 && grad_out.size(0) == x.size(0) && grad_out.size(1) == v.size(1),
+              "kops native CPU kernel: grad_out must have shape (n, c) = (", x.size(0), ", ",
+              v.size(1), "), got ", grad_out.sizes());
+  if (x.size(0) == 0 || z.size(0) == 0 || v.size(1) == 0)
+    return {at::zeros(x.sizes(), x.options()), at::zeros(z.sizes(), z.options())};
+  at::NoGradGuard no_grad;
+  if (x.scalar_type() == at::kFloat) return kmv_grad_impl<float>(x, z, v, grad_out, k);
+  return kmv_grad_impl<double>(x, z, v, grad_out, k);
+}
+
+std::string cpu_isa() { return isa()->name; }
+
+}  // namespace
+}  // namespace kops_cpu
+
+// Private ops of the native CPU backend (not part of the public kops schemas in ops.cpp).
+TORCH_LIBRARY_FRAGMENT(kops, m) {
+  // out (n, c, contiguous, dtype of x) += alpha * K(x, z) @ v; float32 / float64, CPU.
+  m.def("_cpu_kmv_accumulate(Tensor(a!) out, Tensor x, Tensor z, Tensor v, str kernel, "
+        "float bandwidth, float alpha) -> ()");
+  // (grad_x, grad_z) of <grad_out, K(x, z) @ v>, dtype of x.
+  m.def("_cpu_kmv_grad_xz(Tensor x, Tensor z, Tensor v, Tensor grad_out, str kernel, "
+        "float bandwidth) -> (Tensor, Tensor)");
+  // name of the instruction set the native CPU kernels use ("avx2" or "portable")
+  m.def("_cpu_isa() -> str", &kops_cpu::cpu_isa);
+}
+
+TORCH_LIBRARY_IMPL(kops, CPU, m) {
+  m.impl("_cpu_kmv_accumulate", &kops_cpu::cpu_kmv_accumulate);
+  m.impl("_cpu_kmv_grad_xz", &kops_cpu::cpu_kmv_grad_xz);
+}

@@ -1,0 +1,239 @@
+// SIMD vector types for the native CPU kernels: an AVX2+FMA implementation (compiled only
+// in the translation unit built with -mavx2 -mfma) and a portable one (plain loops over a
+// small array, which the compiler vectorises for the baseline ISA). Both have the same
+// width per dtype (8 floats, 4 doubles), so packed layouts do not depend on the ISA.
+//
+// Deliberately torch-free and std-template-free: this header is compiled with different
+// target flags in different translation units, and any inline function shared between
+// them could be merged by the linker into the wrong variant.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+#if defined(KOPS_CPU_AVX2)
+#include <immintrin.h>
+#endif
+
+namespace kops_cpu {
+namespace KOPS_CPU_ISA {
+
+// ---------------------------------------------------------------- portable vectors
+template <typename T, int N>
+struct PVec {
+  T v[N];
+};
+
+template <typename T, int N>
+struct PortableOps {
+  using V = PVec<T, N>;
+  static constexpr int W = N;
+  static inline V load(const T* p) {
+    V r;
+    for (int k = 0; k < N; ++k) r.v[k] = p[k];
+    return r;
+  }
+  static inline void store(T* p, const V& a) {
+    for (int k = 0; k < N; ++k) p[k] = a.v[k];
+  }
+  static inline V set1(T s) {
+    V r;
+    for (int k = 0; k < N; ++k) r.v[k] = s;
+    return r;
+  }
+  static inline V zero() { return set1(T(0)); }
+  static inline V add(const V& a, const V& b) {
+    V r;
+    for (int k = 0; k < N; ++k) r.v[k] = a.v[k] + b.v[k];
+    return r;
+  }
+  static inline V sub(const V& a, const V& b) {
+    V r;
+    for (int k = 0; k < N; ++k) r.v[k] = a.v[k] - b.v[k];
+    return r;
+  }
+  static inline V mul(const V& a, const V& b) {
+    V r;
+    for (int k = 0; k < N; ++k) r.v[k] = a.v[k] * b.v[k];
+    return r;
+  }
+  // a * b + c
+  static inline V fmadd(const V& a, const V& b, const V& c) {
+    V r;
+    for (int k = 0; k < N; ++k) r.v[k] = a.v[k] * b.v[k] + c.v[k];
+    return r;
+  }
+  // max(t, 0) that keeps NaN (a NaN input must reach the output).
+  static inline V clamp0(const V& a) {
+    V r;
+    for (int k = 0; k < N; ++k) r.v[k] = a.v[k] < T(0) ? T(0) : a.v[k];
+    return r;
+  }
+  // a where a > b, else 0 (used for the Laplacian's noise floor; NaN compares false -> 0
+  // is not wanted, so NaN is kept explicitly).
+  static inline V zero_if_le(const V& a, const V& b) {
+    V r;
+    for (int k = 0; k < N; ++k) r.v[k] = a.v[k] <= b.v[k] ? T(0) : a.v[k];
+    return r;
+  }
+  // where(a > 0, b, 0)
+  static inline V select_pos(const V& a, const V& b) {
+    V r;
+    for (int k = 0; k < N; ++k) r.v[k] = a.v[k] > T(0) ? b.v[k] : (a.v[k] != a.v[k] ? a.v[k] : T(0));
+    return r;
+  }
+  static inline V sqrt(const V& a) {
+    V r;
+    for (int k = 0; k < N; ++k) r.v[k] = std::sqrt(a.v[k]);
+    return r;
+  }
+  static inline V div(const V& a, const V& b) {
+    V r;
+    for (int k = 0; k < N; ++k) r.v[k] = a.v[k] / b.v[k];
+    return r;
+  }
+  // exp(-a) for a >= 0 (or NaN).
+  static inline V exp_neg(const V& a) {
+    V r;
+    for (int k = 0; k < N; ++k) r.v[k] = std::exp(-a.v[k]);
+    return r;
+  }
+  static inline T hsum(const V& a) {
+    T s = T(0);
+    for (int k = 0; k < N; ++k) s += a.v[k];
+    return s;
+  }
+};
+
+#if defined(KOPS_CPU_AVX2)
+// ------------------------------------------------------------------ AVX2 float x 8
+struct Avx2F {
+  using V = __m256;
+  static constexpr int W = 8;
+  static inline V load(const float* p) { return _mm256_loadu_ps(p); }
+  static inline void store(float* p, V a) { _mm256_storeu_ps(p, a); }
+  static inline V set1(float s) { return _mm256_set1_ps(s); }
+  static inline V zero() { return _mm256_setzero_ps(); }
+  static inline V add(V a, V b) { return _mm256_add_ps(a, b); }
+  static inline V sub(V a, V b) { return _mm256_sub_ps(a, b); }
+  static inline V mul(V a, V b) { return _mm256_mul_ps(a, b); }
+  static inline V fmadd(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
+  // maxps returns its second operand when either is NaN: put t second to keep NaN.
+  static inline V clamp0(V a) { return _mm256_max_ps(_mm256_setzero_ps(), a); }
+  static inline V zero_if_le(V a, V b) {
+    return _mm256_andnot_ps(_mm256_cmp_ps(a, b, _CMP_LE_OQ), a);
+  }
+  static inline V select_pos(V a, V b) {
+    V pos = _mm256_cmp_ps(a, _mm256_setzero_ps(), _CMP_GT_OQ);
+    V nan = _mm256_cmp_ps(a, a, _CMP_UNORD_Q);
+    return _mm256_or_ps(_mm256_and_ps(pos, b), _mm256_and_ps(nan, a));
+  }
+  static inline V sqrt(V a) { return _mm256_sqrt_ps(a); }
+  static inline V div(V a, V b) { return _mm256_div_ps(a, b); }
+  // exp(-a), a >= 0: x = -a = n ln2 + r with |r| <= ln2/2, exp(r) by a degree-7 Taylor
+  // polynomial (truncation < 6e-9 relative), times 2^n built in the exponent bits. 2^n is
+  // applied as 2^(n+64) * 2^-64 so that results in the subnormal range round once instead
+  // of flushing to 0; below -104 the result is 0 in float32 anyway.
+  static inline V exp_neg(V a) {
+    V x = _mm256_max_ps(_mm256_set1_ps(-104.0f), _mm256_sub_ps(_mm256_setzero_ps(), a));
+    V n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    V r = _mm256_fmadd_ps(n, _mm256_set1_ps(-0.693359375f), x);
+    r = _mm256_fmadd_ps(n, _mm256_set1_ps(2.12194440e-4f), r);
+    V p = _mm256_set1_ps(1.0f / 5040.0f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 720.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    __m256i e = _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127 + 64));
+    V s = _mm256_castsi256_ps(_mm256_slli_epi32(e, 23));
+    return _mm256_mul_ps(_mm256_mul_ps(p, s), _mm256_set1_ps(5.42101086e-20f));  // 2^-64
+  }
+  static inline float hsum(V a) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+  }
+};
+
+// ----------------------------------------------------------------- AVX2 double x 4
+struct Avx2D {
+  using V = __m256d;
+  static constexpr int W = 4;
+  static inline V load(const double* p) { return _mm256_loadu_pd(p); }
+  static inline void store(double* p, V a) { _mm256_storeu_pd(p, a); }
+  static inline V set1(double s) { return _mm256_set1_pd(s); }
+  static inline V zero() { return _mm256_setzero_pd(); }
+  static inline V add(V a, V b) { return _mm256_add_pd(a, b); }
+  static inline V sub(V a, V b) { return _mm256_sub_pd(a, b); }
+  static inline V mul(V a, V b) { return _mm256_mul_pd(a, b); }
+  static inline V fmadd(V a, V b, V c) { return _mm256_fmadd_pd(a, b, c); }
+  static inline V clamp0(V a) { return _mm256_max_pd(_mm256_setzero_pd(), a); }
+  static inline V zero_if_le(V a, V b) {
+    return _mm256_andnot_pd(_mm256_cmp_pd(a, b, _CMP_LE_OQ), a);
+  }
+  static inline V select_pos(V a, V b) {
+    V pos = _mm256_cmp_pd(a, _mm256_setzero_pd(), _CMP_GT_OQ);
+    V nan = _mm256_cmp_pd(a, a, _CMP_UNORD_Q);
+    return _mm256_or_pd(_mm256_and_pd(pos, b), _mm256_and_pd(nan, a));
+  }
+  static inline V sqrt(V a) { return _mm256_sqrt_pd(a); }
+  static inline V div(V a, V b) { return _mm256_div_pd(a, b); }
+  // exp(-a) as in Avx2F with a degree-12 Taylor polynomial (truncation < 2e-16) and 2^n
+  // applied as 2^(n+600) * 2^-600; below -746 the result is 0 in float64.
+  static inline V exp_neg(V a) {
+    V x = _mm256_max_pd(_mm256_set1_pd(-746.0), _mm256_sub_pd(_mm256_setzero_pd(), a));
+    V n = _mm256_round_pd(_mm256_mul_pd(x, _mm256_set1_pd(1.4426950408889634)),
+                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    // ln2 split so that n * LN2_HI is exact for |n| < 2^11
+    V r = _mm256_fmadd_pd(n, _mm256_set1_pd(-6.93145751953125e-1), x);
+    r = _mm256_fmadd_pd(n, _mm256_set1_pd(-1.42860682030941723212e-6), r);
+    static const double inv_fact[13] = {1.0,
+                                        1.0,
+                                        1.0 / 2,
+                                        1.0 / 6,
+                                        1.0 / 24,
+                                        1.0 / 120,
+                                        1.0 / 720,
+                                        1.0 / 5040,
+                                        1.0 / 40320,
+                                        1.0 / 362880,
+                                        1.0 / 3628800,
+                                        1.0 / 39916800,
+                                        1.0 / 479001600};
+    V p = _mm256_set1_pd(inv_fact[12]);
+    for (int k = 11; k >= 0; --k) p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(inv_fact[k]));
+    __m128i n32 = _mm256_cvtpd_epi32(n);
+    __m256i e = _mm256_add_epi64(_mm256_cvtepi32_epi64(n32), _mm256_set1_epi64x(1023 + 600));
+    V s = _mm256_castsi256_pd(_mm256_slli_epi64(e, 52));
+    return _mm256_mul_pd(_mm256_mul_pd(p, s), _mm256_set1_pd(2.4099198651028841e-181));  // 2^-600
+  }
+  static inline double hsum(V a) {
+    __m128d s = _mm_add_pd(_mm256_castpd256_pd128(a), _mm256_extractf128_pd(a, 1));
+    s = _mm_add_sd(s, _mm_unpackhi_pd(s, s));
+    return _mm_cvtsd_f64(s);
+  }
+};
+
+template <typename T>
+struct Ops;
+template <>
+struct Ops<float> : Avx2F {};
+template <>
+struct Ops<double> : Avx2D {};
+#else
+template <typename T>
+struct Ops;
+template <>
+struct Ops<float> : PortableOps<float, 8> {};
+template <>
+struct Ops<double> : PortableOps<double, 4> {};
+#endif
+
+}  // namespace KOPS_CPU_ISA
+}  // namespace kops_cpu

@@ -1,0 +1,99 @@
+"""The native CPU backend: fused, cache-blocked, multi-threaded C++ kernels (csrc/cpu).
+
+The C++ side (private ops ``torch.ops.kops._cpu_kmv_accumulate`` and
+``torch.ops.kops._cpu_kmv_grad_xz``) uses the torch reference's numerics: inputs centred on
+the mean of z and multiplied by the kernel's scale, squared distances by the GEMM trick
+(clamped at 0) or, for d <= 4, by direct differences, exact 0 on the diagonal when x is z,
+and the same noise-floor rule for the Laplacian's gradient. It never forms K beyond a tile
+of about 48 x 256 values: a register-blocked AVX2/FMA microkernel computes the distances
+of a tile and applies the kernel with a vectorised exp while they are in registers, and the
+tile is multiplied with V before the next one is formed. CPUs without AVX2/FMA get a
+portable build of the same kernels (``torch.ops.kops._cpu_isa()`` says which is used).
+
+Supported: float32 and float64 (float16 / bfloat16 are upcast to float32, as the reference
+does), the four kops kernels, ``kmv`` / ``kmv_accumulate`` and ``kmv_grad_xz``, precision
+"ieee" only (the tf32 / bf16 emulation of the reference is not reproduced here).
+"""
+from __future__ import annotations
+
+import torch
+
+from .. import _native
+from ..dispatch import register_backend
+from ..precision import accumulation_dtype
+from .base import Backend, Case
+from .torch_reference import same_points
+
+__all__ = ["CpuNativeBackend"]
+
+_KERNELS = ("gaussian", "laplacian", "matern32", "matern52")
+_OPS = ("kmv", "kmv_grad_xz")
+_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+
+# Where "auto" prefers this backend over the torch reference (see bench/bench_cpu.py and
+# bench/results/cpu_*.json): measured faster for every size tried, from n = m = 1 up (the
+# preparation it shares with the reference is O((n + m) d), the fused tile loop avoids the
+# reference's passes over memory-sized blocks). The gradient is preferred too (its
+# products with the q tiles run through BLAS as in the reference, the q tiles stay in cache).
+
+
+def _upcast(x: torch.Tensor, z: torch.Tensor, *others: torch.Tensor):
+    """x, z and ``others`` in the accumulation dtype; z stays x's object when x is z."""
+    acc = accumulation_dtype(x.dtype)
+    same = same_points(x, z)
+    xa = x.to(acc)
+    za = xa if same else z.to(acc)
+    return (xa, za) + tuple(t.to(acc) for t in others)
+
+
+class CpuNativeBackend(Backend):
+    """Backend "cpu": the fused C++ kernels of csrc/cpu."""
+
+    name = "cpu"
+    description = "native C++ CPU kernels: fused cache-blocked tiles, AVX2/FMA microkernels, multi-threaded"
+
+    def unavailable_reason(self) -> str | None:
+        """None when the compiled extension with the native CPU kernels is loaded."""
+        if not _native.extension_loaded():
+            return _native.EXTENSION_ERROR or "the compiled extension kops._C is not loaded"
+        if not hasattr(torch.ops.kops, "_cpu_kmv_accumulate"):
+            return "the compiled extension kops._C was built without the native CPU kernels"
+        return None
+
+    def unsupported_reason(self, case: Case) -> str | None:
+        """None when ``case`` can run here, else a sentence saying why not."""
+        if case.device.type != "cpu":
+            return f"the native CPU backend runs on CPU tensors only, got a {case.device.type} tensor"
+        if case.op not in _OPS:
+            return f"the native CPU backend implements {', '.join(_OPS)}, not {case.op}"
+        if case.dtype not in _DTYPES:
+            return f"the native CPU backend does not support dtype {case.dtype}"
+        if case.kernel not in _KERNELS:
+            return f"the native CPU backend does not implement the {case.kernel!r} kernel"
+        if case.precision != "ieee":
+            return (
+                f"the native CPU backend computes exact (ieee) products only; precision "
+                f"{case.precision!r} is emulated by the torch backend"
+            )
+        return None
+
+    def preferred(self, case: Case) -> bool:
+        """Whether "auto" should use this backend (measured faster than torch everywhere)."""
+        return self.unsupported_reason(case) is None
+
+    def isa(self) -> str:
+        """The instruction set the kernels use here: "avx2" or "portable"."""
+        return str(torch.ops.kops._cpu_isa())
+
+    def kmv(self, x, z, v, kernel, precision, out, alpha) -> None:
+        """``out += alpha * K(x, z) @ v`` (out contiguous, accumulation dtype)."""
+        x, z, v = _upcast(x, z, v)
+        torch.ops.kops._cpu_kmv_accumulate(out, x, z, v, kernel.name, kernel.bandwidth, float(alpha))
+
+    def kmv_grad_xz(self, x, z, v, grad_out, kernel, precision):
+        """Gradients of ``<grad_out, K(x, z) @ v>`` with respect to x and z."""
+        x, z, v, grad_out = _upcast(x, z, v, grad_out)
+        return torch.ops.kops._cpu_kmv_grad_xz(x, z, v, grad_out, kernel.name, kernel.bandwidth)
+
+
+register_backend(CpuNativeBackend())
