@@ -15,6 +15,7 @@ namespace {
 py::dict build_info() {
   py::dict info;
   info["version"] = std::string(KOPS_VERSION);
+  info["compiled_backends"] = std::string(KOPS_COMPILED_BACKENDS);  // comma-separated
 #ifdef KOPS_WITH_CUDA
   info["cuda"] = true;
   info["cuda_reason"] = std::string("");
