@@ -131,27 +131,30 @@ struct Avx2F {
   }
   static inline V sqrt(V a) { return _mm256_sqrt_ps(a); }
   static inline V div(V a, V b) { return _mm256_div_ps(a, b); }
-  // exp(-a), a >= 0: x = -a = n ln2 + r with |r| <= ln2/2, exp(r) by a degree-7 Taylor
-  // polynomial (truncation < 6e-9 relative), times 2^n built in the exponent bits. 2^n is
-  // applied as 2^(n+64) * 2^-64 so that results in the subnormal range round once instead
-  // of flushing to 0; below -104 the result is 0 in float32 anyway.
+  // exp(-a), a >= 0 (NaN passes through): -a = n ln2 + r with |r| <= ln2/2, n rounded by
+  // the 1.5 * 2^23 shifter (n lands in the low mantissa bits, no convert instruction),
+  // exp(r) by a degree-6 near-minimax polynomial fitted for this kernel (max relative error
+  // about 1e-7 in float32), times 2^n written into the exponent bits. The coefficients are
+  // pre-multiplied by 2^-64 and 2^(n+64) is built instead, so that results in the subnormal
+  // range are rounded once instead of flushed; a is capped at 104 (exp(-104) is 0 in float32).
   static inline V exp_neg(V a) {
-    V x = _mm256_max_ps(_mm256_set1_ps(-104.0f), _mm256_sub_ps(_mm256_setzero_ps(), a));
-    V n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
-                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    V r = _mm256_fmadd_ps(n, _mm256_set1_ps(-0.693359375f), x);
-    r = _mm256_fmadd_ps(n, _mm256_set1_ps(2.12194440e-4f), r);
-    V p = _mm256_set1_ps(1.0f / 5040.0f);
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 720.0f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120.0f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24.0f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6.0f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
-    __m256i e = _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127 + 64));
-    V s = _mm256_castsi256_ps(_mm256_slli_epi32(e, 23));
-    return _mm256_mul_ps(_mm256_mul_ps(p, s), _mm256_set1_ps(5.42101086e-20f));  // 2^-64
+    a = _mm256_min_ps(_mm256_set1_ps(104.0f), a);  // minps returns a when a is NaN
+    const V shifter = _mm256_set1_ps(12582912.0f);  // 1.5 * 2^23
+    const V nf = _mm256_fnmadd_ps(a, _mm256_set1_ps(1.44269504088896341f), shifter);
+    const V n = _mm256_sub_ps(nf, shifter);
+    V r = _mm256_fnmsub_ps(n, _mm256_set1_ps(0.693359375f), a);  // -a - n * ln2_hi
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);  // - n * ln2_lo
+    const float k = 5.42101086242752217e-20f;  // 2^-64
+    V p = _mm256_set1_ps(1.383580151e-03f * k);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.375644684e-03f * k));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.166828841e-02f * k));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.666641086e-01f * k));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.999999106e-01f * k));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(k));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(k));
+    // bits(nf) = bits(shifter) + n; the shift keeps n + 127 + 64 as the exponent field
+    const __m256i e = _mm256_add_epi32(_mm256_castps_si256(nf), _mm256_set1_epi32(127 + 64));
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(_mm256_slli_epi32(e, 23)));
   }
   static inline float hsum(V a) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
@@ -184,34 +187,25 @@ struct Avx2D {
   }
   static inline V sqrt(V a) { return _mm256_sqrt_pd(a); }
   static inline V div(V a, V b) { return _mm256_div_pd(a, b); }
-  // exp(-a) as in Avx2F with a degree-12 Taylor polynomial (truncation < 2e-16) and 2^n
-  // applied as 2^(n+600) * 2^-600; below -746 the result is 0 in float64.
+  // exp(-a) as in Avx2F: shifter 1.5 * 2^52, a degree-12 Taylor polynomial (truncation
+  // below 2e-16 relative) with coefficients pre-multiplied by 2^-600, scale 2^(n+600);
+  // a is capped at 746 (exp(-746) is 0 in float64).
   static inline V exp_neg(V a) {
-    V x = _mm256_max_pd(_mm256_set1_pd(-746.0), _mm256_sub_pd(_mm256_setzero_pd(), a));
-    V n = _mm256_round_pd(_mm256_mul_pd(x, _mm256_set1_pd(1.4426950408889634)),
-                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    // ln2 split so that n * LN2_HI is exact for |n| < 2^11
-    V r = _mm256_fmadd_pd(n, _mm256_set1_pd(-6.93145751953125e-1), x);
-    r = _mm256_fmadd_pd(n, _mm256_set1_pd(-1.42860682030941723212e-6), r);
-    static const double inv_fact[13] = {1.0,
-                                        1.0,
-                                        1.0 / 2,
-                                        1.0 / 6,
-                                        1.0 / 24,
-                                        1.0 / 120,
-                                        1.0 / 720,
-                                        1.0 / 5040,
-                                        1.0 / 40320,
-                                        1.0 / 362880,
-                                        1.0 / 3628800,
-                                        1.0 / 39916800,
-                                        1.0 / 479001600};
-    V p = _mm256_set1_pd(inv_fact[12]);
-    for (int k = 11; k >= 0; --k) p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(inv_fact[k]));
-    __m128i n32 = _mm256_cvtpd_epi32(n);
-    __m256i e = _mm256_add_epi64(_mm256_cvtepi32_epi64(n32), _mm256_set1_epi64x(1023 + 600));
-    V s = _mm256_castsi256_pd(_mm256_slli_epi64(e, 52));
-    return _mm256_mul_pd(_mm256_mul_pd(p, s), _mm256_set1_pd(2.4099198651028841e-181));  // 2^-600
+    a = _mm256_min_pd(_mm256_set1_pd(746.0), a);
+    const V shifter = _mm256_set1_pd(6755399441055744.0);  // 1.5 * 2^52
+    const V nf = _mm256_fnmadd_pd(a, _mm256_set1_pd(1.4426950408889634), shifter);
+    const V n = _mm256_sub_pd(nf, shifter);
+    V r = _mm256_fnmsub_pd(n, _mm256_set1_pd(6.93145751953125e-1), a);
+    r = _mm256_fnmadd_pd(n, _mm256_set1_pd(1.42860682030941723212e-6), r);
+    const double k = 2.4099198651028841e-181;  // 2^-600
+    double f = 1.0 / 479001600.0;  // 1 / 12!
+    V p = _mm256_set1_pd(f * k);
+    for (int j = 11; j >= 0; --j) {
+      f *= static_cast<double>(j + 1);  // f = 1 / j!
+      p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(f * k));
+    }
+    const __m256i e = _mm256_add_epi64(_mm256_castpd_si256(nf), _mm256_set1_epi64x(1023 + 600));
+    return _mm256_mul_pd(p, _mm256_castsi256_pd(_mm256_slli_epi64(e, 52)));
   }
   static inline double hsum(V a) {
     __m128d s = _mm_add_pd(_mm256_castpd256_pd128(a), _mm256_extractf128_pd(a, 1));

@@ -1,0 +1,257 @@
+"""The native CPU backend ("cpu", csrc/cpu) against the float64 reference.
+
+Sizes straddle the kernel's blocking (48-row blocks of 6-row groups, tiles of 256 float /
+128 double columns, the direct-differences threshold d <= 4) and its split of Z when there
+are few row blocks; inputs come with awkward strides; both instruction-set variants run.
+"""
+import pytest
+import torch
+
+import kops
+from kops.backends.base import Case
+from kops.dispatch import backends, select_backend
+from kops.testing import (
+    assert_kmv_close,
+    kmv_error,
+    random_problem,
+    reference_kernel_matrix,
+    reference_kmv_grads,
+    tolerance,
+)
+
+KERNELS = ["gaussian", "laplacian", "matern32", "matern52"]
+
+_cpu = backends().get("cpu")
+pytestmark = pytest.mark.skipif(
+    _cpu is None or _cpu.unavailable_reason() is not None,
+    reason=f"native CPU backend unavailable: {None if _cpu is None else _cpu.unavailable_reason()}",
+)
+
+
+def _kmv(x, z, v, kernel, bw):
+    return kops.kmv(x, z, v, kernel, bw, backend="cpu")
+
+
+@pytest.fixture(params=["best", "portable"])
+def isa(request, monkeypatch):
+    """Run a test with the best compiled instruction set and with the portable kernels."""
+    if request.param == "portable":
+        monkeypatch.setenv("KOPS_CPU_ISA", "portable")
+    else:
+        monkeypatch.delenv("KOPS_CPU_ISA", raising=False)
+    return request.param
+
+
+def test_backend_reports_itself():
+    assert _cpu.name == "cpu" and _cpu.unavailable_reason() is None
+    assert _cpu.isa() in ("avx2", "portable")
+
+
+def test_portable_variant_can_be_selected(monkeypatch):
+    monkeypatch.setenv("KOPS_CPU_ISA", "portable")
+    assert _cpu.isa() == "portable"
+
+
+# (n, m, d, c): 1 / 97 / 1025 rows, d = 1, 3, 59, 784, c = 1, 3, 17, both sides of the
+# direct-differences threshold (d = 4, 5) and of the 48-row block / 256-column tile.
+SHAPES = [
+    (1, 1, 1, 1),
+    (97, 1025, 3, 17),
+    (1025, 97, 59, 3),
+    (97, 97, 784, 1),
+    (1, 1025, 784, 17),
+    (1025, 1, 59, 1),
+    (1025, 257, 1, 3),
+    (49, 257, 4, 3),
+    (48, 256, 5, 1),
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("n,m,d,c", SHAPES)
+def test_matches_float64_reference(n, m, d, c, dtype, generator):
+    x, z, v, bw = random_problem(n, m, d, c, dtype=dtype, generator=generator)
+    for kernel in KERNELS:
+        out = _kmv(x, z, v, kernel, bw)
+        assert out.shape == (n, c) and out.dtype == dtype
+        assert_kmv_close(out, x, z, v, kernel, bw)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_both_instruction_sets(kernel, dtype, isa, generator):
+    x, z, v, bw = random_problem(61, 139, 7, 5, dtype=dtype, generator=generator)
+    assert_kmv_close(_kmv(x, z, v, kernel, bw), x, z, v, kernel, bw)
+    x, z, v, bw = random_problem(13, 21, 2, 1, dtype=dtype, generator=generator)
+    assert_kmv_close(_kmv(x, z, v, kernel, bw), x, z, v, kernel, bw)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_few_rows_many_centers_split_over_threads(threads, generator):
+    # fewer row blocks than threads: Z is split and partial products are summed
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        x, z, v, bw = random_problem(5, 3001, 9, 2, generator=generator)
+        out = _kmv(x, z, v, "gaussian", bw)
+    finally:
+        torch.set_num_threads(previous)
+    assert_kmv_close(out, x, z, v, "gaussian", bw)
+
+
+def test_far_from_origin_data_is_accurate(generator):
+    x, z, v, bw = random_problem(97, 129, 59, 2, generator=generator, offset=1000.0 * 59**0.5)
+    assert_kmv_close(_kmv(x, z, v, "gaussian", bw), x, z, v, "gaussian", bw)
+
+
+def test_non_contiguous_transposed_and_expanded_inputs(generator):
+    x, z, v, bw = random_problem(97, 130, 11, 6, dtype=torch.float64, generator=generator)
+    xt = x.t().contiguous().t()  # column-major
+    zs = torch.cat([z, z], dim=1)[:, :11]  # row stride 22
+    vs = v[:, ::2]  # column stride 2
+    assert not (xt.is_contiguous() or zs.is_contiguous() or vs.is_contiguous())
+    out = _kmv(xt, zs, vs, "laplacian", bw)
+    assert_kmv_close(out, x, z, v[:, ::2], "laplacian", bw)
+    # stride-0 (expanded) inputs: one point repeated, one column of v repeated
+    xe = x[:1].expand(40, 11)
+    ve = v[:, :1].expand(130, 3)
+    out = _kmv(xe, z, ve, "gaussian", bw)
+    assert_kmv_close(out, xe.contiguous(), z, ve.contiguous(), "gaussian", bw)
+    assert torch.equal(out[0], out[-1])
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_inputs_are_upcast(dtype, generator):
+    x, z, v, bw = random_problem(33, 70, 9, 2, dtype=dtype, generator=generator)
+    out = _kmv(x, z, v, "gaussian", bw)
+    assert out.dtype == dtype
+    assert_kmv_close(out, x, z, v, "gaussian", bw)
+
+
+@pytest.mark.parametrize("out_dtype", [torch.float32, torch.float64])
+def test_accumulate_form(out_dtype, generator):
+    x, z, v, bw = random_problem(97, 300, 17, 3, generator=generator)
+    start = torch.randn(97, 3, generator=generator, dtype=out_dtype)
+    out = start.clone()
+    result = kops.kmv_accumulate(out, x, z, v, "matern52", bw, alpha=-0.75, backend="cpu")
+    assert result is out
+    ref = reference_kernel_matrix(x, z, "matern52", bw) @ v.double()
+    expect = start.double() - 0.75 * ref
+    scale = 0.75 * (reference_kernel_matrix(x, z, "matern52", bw) @ v.double().abs()) + start.double().abs()
+    assert ((out.double() - expect).abs() / scale).max() < tolerance(torch.float32)
+    # a non-contiguous out (a column slice of a wider buffer) is accumulated into as well
+    wide = torch.zeros(97, 6, dtype=out_dtype)
+    kops.kmv_accumulate(wide[:, ::2], x, z, v, "matern52", bw, backend="cpu")
+    assert_kmv_close(wide[:, ::2].float(), x, z, v, "matern52", bw)
+    assert (wide[:, 1::2] == 0).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("d", [3, 40])
+def test_x_is_z_has_exact_diagonal(d, dtype, generator):
+    # far from the origin the GEMM trick would leave rounding noise on the diagonal
+    x, _, _, bw = random_problem(70, 1, d, 1, dtype=dtype, generator=generator, offset=300.0)
+    eye = torch.eye(70, dtype=dtype)
+    for kernel in KERNELS:
+        k = _kmv(x, x, eye, kernel, bw)  # = K(x, x)
+        assert (k.diagonal() == 1).all(), kernel
+        assert kmv_error(k, x, x, eye, kernel, bw) <= tolerance(dtype)
+
+
+def test_nan_reaches_only_its_row(generator):
+    x, z, v, bw = random_problem(20, 30, 6, 2, generator=generator)
+    x[3, 2] = float("nan")
+    out = torch.zeros(20, 2)
+    torch.ops.kops._cpu_kmv_accumulate(out, x, z, v, "laplacian", bw, 1.0)
+    assert torch.isnan(out[3]).all()
+    assert torch.isfinite(out[torch.arange(20) != 3]).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("n,m,d,c", [(97, 130, 59, 3), (130, 97, 3, 1), (1, 300, 784, 2), (200, 7, 4, 17)])
+def test_gradients_match_float64_reference(n, m, d, c, dtype, generator):
+    x, z, v, bw = random_problem(n, m, d, c, dtype=dtype, generator=generator)
+    g = torch.randn(n, c, generator=generator, dtype=dtype)
+    for kernel in KERNELS:
+        gx, gz = torch.ops.kops.kmv_grad_xz(x, z, v, g, kernel, bw, "ieee", "cpu")
+        assert gx.dtype == dtype and gz.dtype == dtype
+        want_x, want_z, _ = reference_kmv_grads(x, z, v, g, kernel, bw)
+        tol = 1e-4 if dtype == torch.float32 else 1e-9
+        for got, want, name in ((gx, want_x, "x"), (gz, want_z, "z")):
+            err = (got.double() - want).norm() / want.norm()
+            assert err < tol, f"{kernel} grad {name}: relative error {err:.2e}"
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_gradients_agree_with_torch_backend_at_coincident_points(kernel, generator):
+    # x is z, and z repeats rows of x: the Laplacian's subgradient 0 and the noise floor
+    x, _, v, bw = random_problem(60, 60, 9, 2, dtype=torch.float64, generator=generator)
+    z = torch.cat([x[:20], torch.randn(40, 9, generator=generator, dtype=torch.float64)])
+    g = torch.randn(60, 2, generator=generator, dtype=torch.float64)
+    for zz in (x, z):
+        got = torch.ops.kops.kmv_grad_xz(x, zz, v, g, kernel, bw, "ieee", "cpu")
+        want = torch.ops.kops.kmv_grad_xz(x, zz, v, g, kernel, bw, "ieee", "torch")
+        for a, b in zip(got, want):
+            assert torch.isfinite(a).all()
+            torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_gradcheck_through_cpu_backend(kernel, isa, generator):
+    x, z, v, bw = random_problem(7, 9, 5, 2, dtype=torch.float64, generator=generator)
+    leaves = [t.clone().requires_grad_(True) for t in (x, z, v)]
+    assert torch.autograd.gradcheck(lambda a, b, c: kops.kmv(a, b, c, kernel, bw, backend="cpu"), leaves)
+
+
+def test_auto_picks_cpu_where_preferred():
+    case = Case("kmv", torch.device("cpu"), torch.float32, 20000, 20000, 64, 10, "gaussian", "ieee")
+    assert _cpu.preferred(case)
+    assert select_backend("auto", case).name == "cpu"
+    grad = Case("kmv_grad_xz", torch.device("cpu"), torch.float64, 100, 100, 3, 1, "laplacian", "ieee")
+    assert select_backend("auto", grad).name == "cpu"
+    # what it does not support falls back to the reference
+    emulated = Case("kmv", torch.device("cpu"), torch.float32, 100, 100, 64, 1, "gaussian", "bf16")
+    assert "ieee" in _cpu.unsupported_reason(emulated)
+    assert select_backend("auto", emulated).name == "torch"
+    kmat = Case("kernel_matrix", torch.device("cpu"), torch.float32, 10, 10, 3, 0, "gaussian", "ieee")
+    assert select_backend("auto", kmat).name == "torch"
+    gpu = Case("kmv", torch.device("cuda"), torch.float32, 10, 10, 3, 1, "gaussian", "ieee")
+    assert "CPU tensors only" in _cpu.unsupported_reason(gpu)
+
+
+def test_auto_runs_the_native_kernel(monkeypatch, generator):
+    calls = []
+    original = _cpu.kmv
+
+    def spy(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(_cpu, "kmv", spy)
+    monkeypatch.delenv("KOPS_BACKEND", raising=False)
+    x, z, v, bw = random_problem(30, 40, 5, 2, generator=generator)
+    assert_kmv_close(kops.kmv(x, z, v, "gaussian", bw), x, z, v, "gaussian", bw)
+    assert calls
+
+
+def test_private_op_checks_its_arguments():
+    x, z, v = torch.randn(4, 3), torch.randn(5, 3), torch.randn(5, 2)
+    op = torch.ops.kops._cpu_kmv_accumulate
+    with pytest.raises(RuntimeError, match="one dtype"):
+        op(torch.zeros(4, 2), x, z, v.double(), "gaussian", 1.0, 1.0)
+    with pytest.raises(RuntimeError, match="same d"):
+        op(torch.zeros(4, 2), x, torch.randn(5, 4), v, "gaussian", 1.0, 1.0)
+    with pytest.raises(RuntimeError, match="as many rows as z"):
+        op(torch.zeros(4, 2), x, z, torch.randn(6, 2), "gaussian", 1.0, 1.0)
+    with pytest.raises(RuntimeError, match="contiguous"):
+        op(torch.zeros(2, 4).t(), x, z, v, "gaussian", 1.0, 1.0)
+    with pytest.raises(RuntimeError, match="shape"):
+        op(torch.zeros(4, 3), x, z, v, "gaussian", 1.0, 1.0)
+    with pytest.raises(RuntimeError, match="unknown kernel"):
+        op(torch.zeros(4, 2), x, z, v, "cauchy", 1.0, 1.0)
+    with pytest.raises(RuntimeError, match="bandwidth"):
+        op(torch.zeros(4, 2), x, z, v, "gaussian", -1.0, 1.0)
+    with pytest.raises(RuntimeError, match="float32 or float64"):
+        op(torch.zeros(4, 2, dtype=torch.half), x.half(), z.half(), v.half(), "gaussian", 1.0, 1.0)
+    with pytest.raises(RuntimeError, match="grad_out must have shape"):
+        torch.ops.kops._cpu_kmv_grad_xz(x, z, v, torch.randn(4, 3), "gaussian", 1.0)
