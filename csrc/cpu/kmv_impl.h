@@ -22,6 +22,8 @@ namespace KOPS_CPU_ISA {
 
 inline int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
 
+constexpr int64_t kKC = 256;  // features per chunk of the distance microkernel
+
 // f(u) and f'(u) of each kernel (kops/kernels.py), u >= 0 the scaled squared distance.
 template <typename T, int KERN>
 struct Profile {
@@ -63,10 +65,13 @@ inline void finish(typename Ops<T>::V u, T* dst) {
 
 // GEMM-trick microkernel: a kMR x NR block (NR = 2 vectors) of scaled squared distances.
 // xg: packed row group (d x kMR), zpn: packed panel (d x NR), xn6 / zn: their norms.
+// For large d the k range comes in chunks (see distance_tile): `resume` starts from the
+// partial dot products in dst, `last` says whether to finish (epilogue) or to store the
+// partial dot products back.
 template <typename T, int KERN, int EPI>
 inline void micro_gemm(const T* __restrict xg, const T* __restrict zpn, int64_t d,
                        const T* __restrict xn6, const T* __restrict zn, T* __restrict dst,
-                       int64_t ldd) {
+                       int64_t ldd, bool resume = false, bool last = true) {
   using O = Ops<T>;
   using V = typename O::V;
   constexpr int W = O::W;
@@ -74,6 +79,14 @@ inline void micro_gemm(const T* __restrict xg, const T* __restrict zpn, int64_t 
   V a00 = O::zero(), a01 = O::zero(), a10 = O::zero(), a11 = O::zero();
   V a20 = O::zero(), a21 = O::zero(), a30 = O::zero(), a31 = O::zero();
   V a40 = O::zero(), a41 = O::zero(), a50 = O::zero(), a51 = O::zero();
+  if (resume) {
+    a00 = O::load(dst), a01 = O::load(dst + W);
+    a10 = O::load(dst + ldd), a11 = O::load(dst + ldd + W);
+    a20 = O::load(dst + 2 * ldd), a21 = O::load(dst + 2 * ldd + W);
+    a30 = O::load(dst + 3 * ldd), a31 = O::load(dst + 3 * ldd + W);
+    a40 = O::load(dst + 4 * ldd), a41 = O::load(dst + 4 * ldd + W);
+    a50 = O::load(dst + 5 * ldd), a51 = O::load(dst + 5 * ldd + W);
+  }
   for (int64_t k = 0; k < d; ++k) {
     const V z0 = O::load(zpn + k * NR);
     const V z1 = O::load(zpn + k * NR + W);
@@ -99,6 +112,15 @@ inline void micro_gemm(const T* __restrict xg, const T* __restrict zpn, int64_t 
   }
   // Park the dot products in L1 before the epilogue: keeping the twelve accumulators live
   // across the (register-hungry) exp code made the compiler spill them inside the k loop.
+  if (!last) {
+    O::store(dst, a00), O::store(dst + W, a01);
+    O::store(dst + ldd, a10), O::store(dst + ldd + W, a11);
+    O::store(dst + 2 * ldd, a20), O::store(dst + 2 * ldd + W, a21);
+    O::store(dst + 3 * ldd, a30), O::store(dst + 3 * ldd + W, a31);
+    O::store(dst + 4 * ldd, a40), O::store(dst + 4 * ldd + W, a41);
+    O::store(dst + 5 * ldd, a50), O::store(dst + 5 * ldd + W, a51);
+    return;
+  }
   alignas(32) T buf[kMR * NR];
   O::store(buf + 0 * NR, a00);
   O::store(buf + 0 * NR + W, a01);
@@ -172,16 +194,22 @@ void distance_tile(const TileArgs<T>& a, int64_t g0, int64_t g1, int64_t p0, int
                    int64_t ldd) {
   constexpr int NR = 2 * Ops<T>::W;
   const int64_t d = a.d;
-  for (int64_t p = p0; p < p1; ++p) {
-    const T* zpn = a.zp + p * d * NR;
-    T* col = dst + (p - p0) * NR;
-    for (int64_t g = g0; g < g1; ++g) {
-      const T* xg = a.xp + g * d * kMR;
-      T* o = col + (g - g0) * kMR * ldd;
-      if (a.direct)
-        micro_direct<T, KERN, EPI>(xg, zpn, d, o, ldd);
-      else
-        micro_gemm<T, KERN, EPI>(xg, zpn, d, a.xn + g * kMR, a.zn + p * NR, o, ldd);
+  // Chunks of kKC features for large d, so that a panel's chunk (NR x kKC) and a row
+  // group's (kMR x kKC) stay in L1 while the panel is swept over the block's row groups.
+  for (int64_t k0 = 0; k0 < d; k0 += kKC) {
+    const int64_t kc = imin(kKC, d - k0);
+    const bool resume = k0 > 0, last = k0 + kc >= d;
+    for (int64_t p = p0; p < p1; ++p) {
+      const T* zpn = a.zp + p * d * NR + k0 * NR;
+      T* col = dst + (p - p0) * NR;
+      for (int64_t g = g0; g < g1; ++g) {
+        const T* xg = a.xp + g * d * kMR + k0 * kMR;
+        T* o = col + (g - g0) * kMR * ldd;
+        if (a.direct)
+          micro_direct<T, KERN, EPI>(xg, zpn, kc, o, ldd);  // d <= kDirectMaxD < kKC
+        else
+          micro_gemm<T, KERN, EPI>(xg, zpn, kc, a.xn + g * kMR, a.zn + p * NR, o, ldd, resume, last);
+      }
     }
   }
   if (a.same) {

@@ -188,7 +188,8 @@ void kmv_accumulate_impl(at::Tensor& out, const at::Tensor& x, const at::Tensor&
   const IsaTable* table = isa();
   const int nr = sizeof(T) == 4 ? table->nr_f32 : table->nr_f64;
   const int64_t n = x.size(0), m = z.size(0), d = x.size(1), c = v.size(1);
-  const Prepared p = prepare(x, z, v, k.scale, nr);
+  Prepared p = prepare(x, z, v, k.scale, nr);
+  p.xs = p.zs = at::Tensor();  // only the packed copies are read from here on
   TileArgs<T> a = tile_args<T>(p, k.id, n, m, d, c);
   a.tile_panels = std::max<int64_t>(1, kTileBytes / static_cast<int64_t>(sizeof(T)) / nr);
   auto rows_fn = sizeof(T) == 4 ? reinterpret_cast<void*>(table->kmv_rows_f32)
