@@ -1,0 +1,141 @@
+"""The native CUDA backend: hand-written, register-blocked kernels (csrc/cuda).
+
+The C++ side (private ops ``torch.ops.kops._cuda_kmv`` and ``torch.ops.kops._cuda_kmv_grad``,
+registered for the CUDA dispatch key by csrc/cuda/kmv_binding.cpp) is the exact ("ieee") path
+for small and moderate d:
+
+- distances by direct differences of the raw inputs, ``scale^2 * sum_k (x_ik - z_jk)^2``, so
+  no cancellation can occur (the GEMM trick is never used) and ``x_i == z_j`` gives exactly 0;
+- each thread keeps several rows of x (all d features, padded to a compiled bucket
+  D in {3, 4, 8, 16, 32, 64}) in registers and streams tiles of z and v through shared
+  memory, so every z element it loads serves several rows; the reduction over z is fused;
+- float32 exponentials are ``exp2f`` with log2(e) folded into the per-pair constant (error
+  analysis in csrc/cuda/kmv_kernels.cuh: below 1e-7 relative to ``K @ |v|``); float64 uses
+  ``exp``.
+
+Supported: float32 and float64 CUDA tensors, the four kops kernels, precision "ieee",
+``kmv`` / ``kmv_accumulate`` for d <= 64 (any number of columns) and ``kmv_grad_xz`` for
+d <= 32 and c <= 16. Everything else is reported by :meth:`CudaBackend.unsupported_reason`,
+and "auto" then falls back to the next backend (Triton, then torch).
+
+When the row blocks alone cannot fill the GPU, the z range is split over blocks whose
+partial sums are added with atomics, so the last bits of such results can differ between
+runs; with enough rows (about ``2 * SMs * blocks_per_SM * rows_per_block``) the result is
+deterministic.
+"""
+from __future__ import annotations
+
+import torch
+
+from .. import _native
+from ..dispatch import register_backend
+from .base import Backend, Case
+
+__all__ = ["CudaBackend"]
+
+#: kernel name -> the KernelKind number of csrc/cuda/kmv_launch.h
+KERNEL_CODES = {"gaussian": 0, "laplacian": 1, "matern32": 2, "matern52": 3}
+#: largest d of the register-blocked kernel product (kMaxDim in csrc/cuda/kmv_launch.h)
+MAX_D = 64
+#: limits of the gradient kernel (kMaxGradDim, kMaxGradCols)
+MAX_GRAD_D = 32
+MAX_GRAD_C = 16
+#: "auto" prefers this backend up to this d. At small d the exponential unit and the
+#: direct differences bound every backend and register blocking wins; at large d a tensor-core
+#: distance product (Triton) should win. The crossover is a guess until it is measured on a
+#: GPU (bench/bench_kmv.py): tune this threshold there.
+PREFERRED_MAX_D = 64
+_OPS = ("kmv", "kmv_grad_xz")
+_DTYPES = (torch.float32, torch.float64)
+
+
+class CudaBackend(Backend):
+    """Backend "cuda": the hand-written CUDA kernels of csrc/cuda."""
+
+    name = "cuda"
+    description = (
+        "hand-written CUDA kernels: direct differences, rows of x in registers, z/v tiles in "
+        "shared memory (ieee, fp32/fp64, d <= 64)"
+    )
+
+    def unavailable_reason(self) -> str | None:
+        """None when the extension has the CUDA kernels and a CUDA device is present.
+
+        Returns
+        -------
+        str or None
+            Why the backend cannot run in this installation: the extension is missing, it
+            was built without CUDA (with the reason recorded at build time), or no CUDA
+            device is visible.
+        """
+        if not _native.extension_loaded():
+            return _native.EXTENSION_ERROR or "the compiled extension kops._C is not loaded"
+        info = _native.BUILD_INFO
+        if not info.get("cuda", False):
+            reason = info.get("cuda_reason") or "unknown reason"
+            return f"kops._C was built without the CUDA backend ({reason})"
+        if not hasattr(torch.ops.kops, "_cuda_kmv"):
+            return "kops._C was built with CUDA but does not register kops::_cuda_kmv"
+        if not torch.cuda.is_available():
+            return "no CUDA device is available"
+        return None
+
+    def unsupported_reason(self, case: Case) -> str | None:
+        """None when ``case`` can run here, else a sentence saying why not.
+
+        Parameters
+        ----------
+        case : Case
+            The call's op, device, dtype, sizes, kernel and precision.
+        """
+        if case.device.type != "cuda":
+            return f"the CUDA backend runs on CUDA tensors only, got a {case.device.type} tensor"
+        if case.op not in _OPS:
+            return f"the CUDA backend implements {', '.join(_OPS)}, not {case.op}"
+        if case.dtype not in _DTYPES:
+            return (
+                f"the CUDA backend supports float32 and float64, not {case.dtype} "
+                "(the Triton backend handles half precision)"
+            )
+        if case.kernel not in KERNEL_CODES:
+            return f"the CUDA backend does not implement the {case.kernel!r} kernel"
+        if case.precision != "ieee":
+            return (
+                f"the CUDA backend computes exact (ieee) products only, not precision "
+                f"{case.precision!r}"
+            )
+        if case.op == "kmv" and case.d > MAX_D:
+            return (
+                f"d = {case.d} exceeds the CUDA backend's register-blocked limit of {MAX_D} "
+                "(rows of x are held in registers)"
+            )
+        if case.op == "kmv_grad_xz" and (case.d > MAX_GRAD_D or case.c > MAX_GRAD_C):
+            return (
+                f"the CUDA gradient kernel supports d <= {MAX_GRAD_D} and c <= {MAX_GRAD_C}, "
+                f"got d = {case.d}, c = {case.c}"
+            )
+        return None
+
+    def preferred(self, case: Case) -> bool:
+        """Whether "auto" should use this backend: supported and d <= PREFERRED_MAX_D."""
+        return self.unsupported_reason(case) is None and case.d <= PREFERRED_MAX_D
+
+    def kmv(self, x, z, v, kernel, precision, out, alpha) -> None:
+        """``out += alpha * K(x, z) @ v``; out is contiguous in x's dtype (float32/64)."""
+        torch.ops.kops._cuda_kmv(out, x, z, v, KERNEL_CODES[kernel.name], kernel.scale, float(alpha))
+
+    def kmv_grad_xz(self, x, z, v, grad_out, kernel, precision):
+        """Gradients of ``<grad_out, K(x, z) @ v>`` with respect to x and z.
+
+        The gradient kernel computes ``gx_i += 2 scale^2 sum_j f'(u_ij) <g_i, v_j> (x_i - z_j)``;
+        the z gradient is the same sum with the roles of (x, grad_out) and (z, v) swapped.
+        """
+        code = KERNEL_CODES[kernel.name]
+        gx = torch.zeros(x.shape, dtype=x.dtype, device=x.device)
+        gz = torch.zeros(z.shape, dtype=z.dtype, device=z.device)
+        torch.ops.kops._cuda_kmv_grad(gx, x, z, v, grad_out, code, kernel.scale)
+        torch.ops.kops._cuda_kmv_grad(gz, z, x, grad_out, v, code, kernel.scale)
+        return gx, gz
+
+
+register_backend(CudaBackend())

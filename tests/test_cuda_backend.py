@@ -1,0 +1,172 @@
+"""The native CUDA backend ("cuda", csrc/cuda) against the float64 reference (needs a GPU).
+
+Run by bench/gpu_check.sh (``pytest -m gpu``); skipped on machines without a CUDA device and
+when the extension was built without CUDA. Sizes are awkward on purpose: partial row blocks
+and z tiles, d just below / above the compiled buckets (3, 4, 8, 16, 32, 64), c = 1 and c
+across the 16-column chunks, and m large enough for the z range to be split over blocks.
+"""
+import pytest
+import torch
+
+import kops
+from kops.dispatch import backends, select_backend
+from kops.backends.base import Case
+from kops.testing import assert_kmv_close, kmv_error, random_problem, reference_kmv_grads, tolerance
+
+pytestmark = pytest.mark.gpu
+
+KERNELS = ("gaussian", "laplacian", "matern32", "matern52")
+
+
+@pytest.fixture(autouse=True)
+def _needs_cuda_backend():
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    reason = backends()["cuda"].unavailable_reason()
+    if reason is not None:
+        pytest.skip(f"CUDA backend unavailable: {reason}")
+
+
+def _check_rows(out, x, z, v, kernel, bw, rows=None, factor=1.0):
+    """Compare the given rows of a GPU result with the float64 reference on the CPU."""
+    if rows is None:
+        rows = torch.arange(min(out.shape[0], 300))
+    rows = rows.to(x.device)
+    assert_kmv_close(out[rows].cpu(), x[rows].cpu(), z.cpu(), v.cpu(), kernel, bw, factor=factor)
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("n,m,d,c", [
+    (1, 1, 1, 1), (1, 1025, 3, 1), (1025, 97, 4, 2), (513, 300, 5, 17), (129, 4099, 16, 1),
+    (3001, 2049, 17, 10), (257, 5000, 33, 3), (1030, 777, 64, 16), (70, 8200, 2, 33),
+])
+def test_kmv_matches_reference(kernel, dtype, n, m, d, c, generator):
+    x, z, v, bw = random_problem(n, m, d, c, dtype=dtype, device="cuda", generator=generator)
+    out = kops.kmv(x, z, v, kernel, bw, backend="cuda")
+    assert out.dtype == dtype and out.shape == (n, c)
+    _check_rows(out, x, z, v, kernel, bw)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_vector_v_and_offset_data(dtype, generator):
+    # Far from the origin: direct differences cannot cancel, unlike the GEMM trick.
+    x, z, v, bw = random_problem(2000, 3000, 3, None, dtype=dtype, device="cuda", generator=generator,
+                                 offset=1000.0)
+    out = kops.kmv(x, z, v, "gaussian", bw, backend="cuda")
+    assert out.shape == (2000,)
+    _check_rows(out, x, z, v, "gaussian", bw)
+
+
+def test_non_contiguous_inputs(generator):
+    x, z, v, bw = random_problem(1000, 1500, 7, 5, device="cuda", generator=generator)
+    xt = x.T.contiguous().T                      # column-major
+    zs = torch.cat([z, z], 1)[:, ::2]            # column stride 2
+    vs = torch.cat([v, v], 0)[::2]               # row stride 2c
+    assert not (xt.is_contiguous() or zs.is_contiguous() or vs.is_contiguous())
+    out = kops.kmv(xt, zs, vs, "laplacian", bw, backend="cuda")
+    _check_rows(out, x, z, v, "laplacian", bw)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_accumulate(dtype, generator):
+    x, z, v, bw = random_problem(3001, 2047, 30, 10, dtype=dtype, device="cuda", generator=generator)
+    out = torch.full((3001, 10), 2.0, dtype=dtype, device="cuda")
+    kops.kmv_accumulate(out, x, z, v, "laplacian", bw, alpha=-0.5, backend="cuda")
+    x64, z64, v64 = x.double(), z.double(), v.double()
+    want = 2.0 - 0.5 * kops.kmv(x64, z64, v64, "laplacian", bw, backend="torch")
+    scale = 2.0 + 0.5 * kops.kmv(x64, z64, v64.abs(), "laplacian", bw, backend="torch")
+    err = ((out.double() - want).abs() / scale).max().item()
+    assert err <= tolerance(dtype), f"accumulate error {err:.2e}"
+
+
+def test_same_points_gives_exact_zero_distances(generator):
+    x, _, v, bw = random_problem(777, 777, 9, 2, device="cuda", generator=generator)
+    out = kops.kmv(x, x, v, "laplacian", bw, backend="cuda")
+    _check_rows(out, x, x, v, "laplacian", bw)
+
+
+def test_more_than_2_to_the_32_pairs(generator):
+    # n * m = 4.3e9 pairs: pair counts and row offsets beyond 32 bits.
+    n, m = 2**17 + 3, 2**15 + 5
+    x, z, v, bw = random_problem(n, m, 3, 1, device="cuda", generator=generator)
+    out = kops.kmv(x, z, v, "gaussian", bw, backend="cuda")
+    rows = torch.cat([torch.arange(100), torch.arange(n - 100, n)])
+    _check_rows(out, x, z, v, "gaussian", bw, rows=rows)
+
+
+def test_element_offsets_beyond_2_to_the_31():
+    # x is a view whose row stride puts its last rows beyond 2^31 elements (8.6 GB buffer).
+    free, _ = torch.cuda.mem_get_info()
+    n, stride, d = 2**17 + 1, 2**14, 4
+    if free < 12 * 2**30:
+        pytest.skip("needs 12 GiB of free GPU memory")
+    g = torch.Generator(device="cuda").manual_seed(0)
+    buf = torch.empty(n, stride, device="cuda")
+    buf[:, :d] = torch.randn(n, d, device="cuda", generator=g)
+    x = buf[:, :d]
+    assert (n - 1) * x.stride(0) > 2**31
+    z = torch.randn(257, d, device="cuda", generator=g)
+    v = torch.randn(257, 2, device="cuda", generator=g)
+    out = kops.kmv(x, z, v, "gaussian", 2.0, backend="cuda")
+    rows = torch.arange(n - 200, n)
+    _check_rows(out, x, z, v, "gaussian", 2.0, rows=rows)
+    del buf
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("n,m,d,c", [(300, 5000, 3, 1), (129, 77, 20, 11), (1025, 700, 32, 16)])
+def test_gradients_match_reference(kernel, dtype, n, m, d, c, generator):
+    x, z, v, bw = random_problem(n, m, d, c, dtype=dtype, device="cuda", generator=generator)
+    z[:5] = x[:5]  # coincident points: the Laplacian's gradient there is 0, never NaN
+    g = torch.randn(n, c, dtype=dtype, device="cuda")
+    gx, gz = torch.ops.kops.kmv_grad_xz(x, z, v, g, kernel, bw, "ieee", "cuda")
+    want_x, want_z, _ = reference_kmv_grads(x.cpu(), z.cpu(), v.cpu(), g.cpu(), kernel, bw)
+    tol = 1e-5 if dtype == torch.float32 else 1e-10
+    for got, want in ((gx, want_x), (gz, want_z)):
+        assert torch.isfinite(got).all()
+        assert ((got.double().cpu() - want).norm() / want.norm()) < tol
+
+
+def test_gradcheck_float64():
+    g = torch.Generator().manual_seed(1)
+    x, z, v, bw = random_problem(13, 11, 3, 2, dtype=torch.float64, device="cuda", generator=g)
+    args = [t.clone().requires_grad_(True) for t in (x, z, v)]
+    assert torch.autograd.gradcheck(lambda a, b, c: kops.kmv(a, b, c, "gaussian", bw, backend="cuda"), args)
+
+
+def test_auto_dispatch_prefers_cuda_in_its_range():
+    case = Case("kmv", torch.device("cuda"), torch.float32, 1000, 1000, 16, 1, "gaussian", "ieee")
+    assert select_backend("auto", case).name == "cuda"
+    for other in (Case("kmv", torch.device("cuda"), torch.float32, 1000, 1000, 65, 1, "gaussian", "ieee"),
+                  Case("kmv", torch.device("cuda"), torch.float16, 1000, 1000, 16, 1, "gaussian", "ieee"),
+                  Case("kmv", torch.device("cuda"), torch.float32, 1000, 1000, 16, 1, "gaussian", "tf32"),
+                  Case("kernel_matrix", torch.device("cuda"), torch.float32, 10, 10, 3, 0, "gaussian", "ieee")):
+        assert select_backend("auto", other).name != "cuda"
+
+
+def test_runs_on_the_current_stream(generator):
+    x, z, v, bw = random_problem(2000, 3000, 8, 3, device="cuda", generator=generator)
+    want = kops.kmv(x, z, v, "matern52", bw, backend="cuda")
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        got = kops.kmv(x, z, v, "matern52", bw, backend="cuda")
+    torch.cuda.current_stream().wait_stream(stream)
+    # Split z ranges add partial sums with atomics: compare each with the reference, not bitwise.
+    for out in (want, got):
+        assert kmv_error(out[:200].cpu(), x[:200].cpu(), z.cpu(), v.cpu(), "matern52", bw) <= tolerance(torch.float32)
+
+
+def test_binding_errors_are_python_exceptions():
+    x = torch.randn(10, 3, device="cuda")
+    z = torch.randn(12, 4, device="cuda")
+    v = torch.randn(12, 1, device="cuda")
+    out = torch.zeros(10, 1, device="cuda")
+    with pytest.raises(RuntimeError, match="columns"):
+        torch.ops.kops._cuda_kmv(out, x, z, v, 0, 1.0, 1.0)
+    with pytest.raises(RuntimeError, match="kernel"):
+        torch.ops.kops._cuda_kmv(out, x, z[:, :3], v, 7, 1.0, 1.0)
+    with pytest.raises(RuntimeError, match="float32 and float64"):
+        torch.ops.kops._cuda_kmv(out.half(), x.half(), z[:, :3].half(), v.half(), 0, 1.0, 1.0)
