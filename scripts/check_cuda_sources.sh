@@ -4,7 +4,7 @@
 #   bash scripts/check_cuda_sources.sh [--no-binding]
 #
 # 1. Every torch-free CUDA source (csrc/cuda/*.cu; each instantiates all of its template
-#    variants) is compiled with nvcc to a cubin for each architecture in KOPS_CHECK_ARCHS
+#    variants, see csrc/cuda/kmv_dispatch.cuh) is compiled with nvcc to a cubin for each architecture in KOPS_CHECK_ARCHS
 #    (default "80 90"), with warnings as errors and `-Xptxas -v`. The check FAILS if ptxas
 #    reports a register spill or a stack frame (both mean local memory in the hot loops) for any
 #    kernel, or if a .cu/.cuh file includes a torch header. A register table is printed.
@@ -31,26 +31,23 @@ trap 'rm -rf "$work"' EXIT
 status=0
 
 # Torch-free means torch-free: the kernels must build where only the CUDA toolkit exists.
-if grep -nE '#include *[<"](torch|ATen|c10)/' csrc/cuda/*.cu csrc/cuda/*.cuh csrc/cuda/kmv_launch.h 2>/dev/null; then
+if grep -nE '#include *[<"](torch|ATen|c10)/' csrc/cuda/*.cu csrc/cuda/*.cuh csrc/cuda/*.h 2>/dev/null; then
   echo "check_cuda_sources: FAIL: a torch-free CUDA source includes a torch header (above)" >&2
   status=1
 fi
 
-# All compilations run in parallel: nvcc (one per source and architecture) and the binding.
-pids=()
-for src in csrc/cuda/*.cu; do
-  for arch in $ARCHS; do
-    log="$work/$(basename "$src" .cu).sm_$arch.log"
-    "$NVCC" -std=c++17 -O3 -arch="sm_$arch" -cubin -Werror all-warnings -Xptxas -v \
-      -o "$work/$(basename "$src" .cu).sm_$arch.cubin" "$src" >"$log" 2>&1 &
-    pids+=("$!:$log")
-  done
-done
-if [ "$BINDING" = 1 ]; then
+# Compilations run in parallel, at most KOPS_CHECK_JOBS at a time (default: the CPU count):
+# nvcc once per source and architecture, and the binding's syntax check. Each job leaves its
+# output in a .log and its exit status in a .rc file.
+JOBS=${KOPS_CHECK_JOBS:-$(nproc 2>/dev/null || echo 2)}
+throttle() { while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do sleep 0.2; done; }
+logs=()
+if [ "$BINDING" = 1 ]; then  # first: the longest single job
   blog="$work/binding.log"
+  logs+=("$blog")
   (
     if ! "$PYTHON" -c "import torch" >/dev/null 2>&1; then
-      echo "SKIP: torch is not importable"; exit 0
+      echo "SKIP: torch is not importable"; echo 0 >"$blog.rc"; exit 0
     fi
     tinc=$("$PYTHON" -c "import os, torch; print(os.path.join(os.path.dirname(torch.__file__), 'include'))")
     if [ ! -f "$tinc/c10/cuda/impl/cuda_cmake_macros.h" ]; then
@@ -60,21 +57,32 @@ if [ "$BINDING" = 1 ]; then
     cudainc=$(dirname "$(readlink -f "$(command -v "$NVCC")")")/../include
     [ -f "$cudainc/cuda_runtime.h" ] || cudainc=${CUDA_HOME:-/usr/local/cuda}/include
     pyinc=$("$PYTHON" -c "import sysconfig; print(sysconfig.get_paths()['include'])")
+    rc=0
     for src in csrc/cuda/*.cpp; do
       [ -f "$src" ] || continue
       # -isystem: warnings inside torch's and CUDA's headers are theirs, not errors here.
       "${CXX:-c++}" -std=c++17 -fsyntax-only -Wall -Wextra -Wno-unused-parameter -Werror \
         -isystem "$work/stub" -isystem "$tinc" -isystem "$tinc/torch/csrc/api/include" \
-        -isystem "$cudainc" -isystem "$pyinc" -Icsrc/cuda "$src" || exit 1
+        -isystem "$cudainc" -isystem "$pyinc" -Icsrc/cuda "$src" || rc=1
     done
+    echo $rc >"$blog.rc"
   ) >"$blog" 2>&1 &
-  pids+=("$!:$blog")
 fi
-
-for entry in "${pids[@]}"; do
-  pid=${entry%%:*}
-  log=${entry#*:}
-  if ! wait "$pid"; then
+for src in csrc/cuda/*.cu; do
+  for arch in $ARCHS; do
+    log="$work/$(basename "$src" .cu).sm_$arch.log"
+    logs+=("$log")
+    throttle
+    (
+      "$NVCC" -std=c++17 -O3 -arch="sm_$arch" -cubin -Werror all-warnings -Xptxas -v \
+        -o "${log%.log}.cubin" "$src" >"$log" 2>&1
+      echo $? >"$log.rc"
+    ) &
+  done
+done
+wait
+for log in "${logs[@]}"; do
+  if [ "$(cat "$log.rc" 2>/dev/null)" != 0 ]; then
     echo "check_cuda_sources: FAIL: $(basename "$log" .log) did not compile:" >&2
     cat "$log" >&2
     status=1

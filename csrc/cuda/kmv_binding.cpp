@@ -1,4 +1,4 @@
-// Torch binding of the hand-written CUDA kernel products (csrc/cuda/kmv_kernels.cu).
+// Torch binding of the hand-written CUDA kernel products (csrc/cuda/kmv_kernels.cuh).
 //
 // Registers two private ops for the CUDA dispatch key, called by kops/backends/cuda_native.py:
 //   kops::_cuda_kmv(Tensor(a!) out, Tensor x, Tensor z, Tensor v, int kernel, float scale,

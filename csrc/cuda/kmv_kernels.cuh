@@ -5,7 +5,10 @@
 //
 // Design (the exact "ieee" path for small and moderate d, d <= kMaxDim):
 // - Each thread owns R rows of x, held in registers for the whole feature dimension (the
-//   template parameter D >= d, padded with zeros). A block of NT threads owns NT * R rows.
+//   template parameter D >= d, padded with zeros; distance loops stop after the guarded steps
+//   of 4 or 8 features that cover d, so a larger D costs registers, not work). A block of
+//   kThreads = 128 threads owns 128 * R rows; R comes from a register budget
+//   (rows_per_thread below), e.g. float32: R = 8 for D <= 8 and c = 1, 2 for D = 64.
 // - Z (and V) are streamed through shared memory in tiles of TZ points. Every thread reads the
 //   same z_j (a broadcast, no bank conflicts, 16-byte loads when the row length allows), and each
 //   value it loads is used for R rows: this register blocking is what a one-row-per-thread design
@@ -15,14 +18,18 @@
 //   rounding of the difference itself, so no cancellation can occur (unlike the GEMM trick), and
 //   it is at least as accurate as differencing pre-scaled, centred copies; x_i == z_j gives an
 //   exact 0. (The only cost: (x - z)^2 overflows float32 for |x - z| > 1.8e19.)
-// - float32 evaluates exp(-a) as exp2f(-a * log2(e)) with log2(e) folded into the per-pair
-//   constant: CUDA's exp2f has a maximum error of 2 ulp; folding the constant adds one rounding of
-//   the argument, i.e. a relative error of at most 6e-8 * |ln k| in a kernel value k, which
-//   relative to the output's scale (K @ |v|) is below 6e-8 * max_k k |ln k| = 2.2e-8. sqrtf is
-//   the correctly rounded square root. float64 uses exp and sqrt (<= 1 ulp class functions).
-// - The c columns of v are handled CC at a time in registers (CC = 1, 4 or 16; columns beyond c
-//   inside the chunk are skipped in steps of 4); wider v is split over gridDim.y (each chunk
-//   recomputes the distances).
+// - float32 evaluates exp(-a) as 2^(-a log2 e) with log2(e) folded into the per-pair constant,
+//   using ex2.approx.ftz (the instruction behind CUDA's exp2f, maximum error 2 ulp; the ftz form
+//   is one MUFU.EX2 and flushes kernel values below 1.2e-38 to 0). Folding the constant adds one
+//   rounding of the argument: a relative error of at most 6e-8 |ln k| in a kernel value k, which
+//   relative to the output's scale (K @ |v|) is below 6e-8 max_k k |ln k| = 2.2e-8. Square roots
+//   (Laplacian, Matern) are a * rsqrt.approx.ftz(a) (2 ulp). Overall the float32 error stays
+//   far inside the 1e-5 (relative to K @ |v|) of the ieee contract; tests/cuda_emulation checks
+//   the logic on the CPU and tests/test_cuda_backend.py the numbers on a GPU. float64 uses exp
+//   and a * rsqrt(a) (about 1 ulp each).
+// - The c columns of v are handled CC at a time in registers: CC = 1 for a vector, else 16
+//   (columns of a partial chunk skipped in steps of 4); wider v is split over gridDim.y, each
+//   chunk recomputing the distances.
 // - The reduction over z is fused: partial sums stay in registers until the end. When there are
 //   too few row blocks to fill the GPU, the z range is split over gridDim.z and the partial sums
 //   are added with atomics (then the summation order, and the last bits, vary run to run).
@@ -49,10 +56,32 @@ struct Math;
 
 template <>
 struct Math<float> {
-  static __device__ __forceinline__ float exp_neg(float a) { return exp2f(-a); }  // a pre-scaled by log2 e
-  // a * rsqrt(a) (rsqrtf: 2 ulp) instead of the correctly rounded sqrtf, whose slow path is a
-  // subroutine call that forces spills around it; 0 (not NaN) at a = 0.
-  static __device__ __forceinline__ float sqrt(float a) { return a > 0.0f ? a * rsqrtf(a) : 0.0f; }
+  // 2^-a with a pre-scaled by log2(e): the instruction behind CUDA's exp2f (maximum error 2 ulp),
+  // in its flush-to-zero form, a single MUFU.EX2 (the non-ftz form adds three instructions for
+  // subnormal results, which matter here: at small d the instruction issue rate bounds the
+  // speed). Results below 2^-126 (a kernel value < 1.2e-38) become 0.
+  static __device__ __forceinline__ float exp_neg(float a) {
+#ifdef __CUDA_ARCH__
+    float r;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(-a));
+    return r;
+#else
+    return exp2f(-a);
+#endif
+  }
+  // sqrt(a) as a * rsqrt(a), rsqrt being the instruction behind CUDA's rsqrtf (2 ulp), ftz form.
+  // The correctly rounded sqrtf would be a multi-instruction sequence whose slow path is a
+  // subroutine call (forcing spills around it). Squared distances below the smallest normal
+  // float (distances < 1.1e-19) give 0 rather than the NaN of 0 * inf.
+  static __device__ __forceinline__ float sqrt(float a) {
+#ifdef __CUDA_ARCH__
+    float r;
+    asm("rsqrt.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(a));
+#else
+    const float r = rsqrtf(a);
+#endif
+    return a >= 1.17549435e-38f ? a * r : 0.0f;
+  }
   static constexpr bool kBase2 = true;
 };
 
@@ -119,11 +148,12 @@ struct Profile {
 // ---------------------------------------------------------------------------------------------
 // Compile-time blocking parameters.
 
-// Padded row length of a z tile in shared memory: a multiple of the 16-byte vector for D >= 4.
+// Padded row length of a z tile in shared memory: a multiple of the 16-byte vector, so that a
+// z point is read with 16-byte loads (for D = 3, one float4 instead of three scalar loads).
 template <typename T, int D>
 struct Layout {
   static constexpr int kVec = 16 / sizeof(T);                    // elements per 16-byte load
-  static constexpr int kDP = D < 4 ? D : (D + kVec - 1) / kVec * kVec;
+  static constexpr int kDP = (D + kVec - 1) / kVec * kVec;
   static constexpr int kDStep = D < 4 ? D : (D >= 32 ? 8 : 4);  // run-time guard granularity
 };
 
@@ -151,20 +181,21 @@ struct alignas(sizeof(T) * N) Pack {
   T v[N];
 };
 
-// Loads N consecutive shared-memory values at p into r (16-byte loads where possible).
+// Loads N consecutive shared-memory values at p into r with 16-byte loads; p is 16-byte aligned
+// and the row is padded to whole vectors (the values beyond N are loaded and dropped).
 template <typename T, int N>
 __device__ __forceinline__ void load_shared(const T* p, T (&r)[N]) {
   constexpr int vec = 16 / sizeof(T);
-  if constexpr (N % vec == 0) {
-#pragma unroll
-    for (int q = 0; q < N / vec; ++q) {
-      const Pack<T, vec> pk = reinterpret_cast<const Pack<T, vec>*>(p)[q];
-#pragma unroll
-      for (int e = 0; e < vec; ++e) r[q * vec + e] = pk.v[e];
-    }
+  if constexpr (N == 1) {
+    r[0] = p[0];
   } else {
 #pragma unroll
-    for (int e = 0; e < N; ++e) r[e] = p[e];
+    for (int q = 0; q < (N + vec - 1) / vec; ++q) {
+      const Pack<T, vec> pk = reinterpret_cast<const Pack<T, vec>*>(p)[q];
+#pragma unroll
+      for (int e = 0; e < vec; ++e)
+        if (q * vec + e < N) r[q * vec + e] = pk.v[e];
+    }
   }
 }
 

@@ -1,6 +1,6 @@
 // Host-side interface of the hand-written CUDA kernel products (no torch, no device code).
 //
-// Included by the torch binding (compiled by the host C++ compiler) and by kmv_kernels.cu
+// Included by the torch binding (compiled by the host C++ compiler) and by the .cu files
 // (compiled by nvcc), so it only declares plain structs and functions.
 #pragma once
 

@@ -6,12 +6,13 @@ for small and moderate d:
 
 - distances by direct differences of the raw inputs, ``scale^2 * sum_k (x_ik - z_jk)^2``, so
   no cancellation can occur (the GEMM trick is never used) and ``x_i == z_j`` gives exactly 0;
-- each thread keeps several rows of x (all d features, padded to a compiled bucket
-  D in {3, 4, 8, 16, 32, 64}) in registers and streams tiles of z and v through shared
-  memory, so every z element it loads serves several rows; the reduction over z is fused;
-- float32 exponentials are ``exp2f`` with log2(e) folded into the per-pair constant (error
-  analysis in csrc/cuda/kmv_kernels.cuh: below 1e-7 relative to ``K @ |v|``); float64 uses
-  ``exp``.
+- each thread keeps several rows of x (all d features, padded to a compiled bucket: D in
+  {3, 4, 8, 16, 32, 64} for float32, {4, 16, 64} for float64) in registers and streams tiles
+  of z and v through shared memory, so every z element it loads serves several rows (2 to 8
+  rows per thread, fewer for larger D and wide v); the reduction over z is fused;
+- float32 exponentials are the ``exp2f`` instruction (``ex2.approx.ftz``, 2 ulp) with log2(e)
+  folded into the per-pair constant, square roots ``a * rsqrt(a)`` (error analysis in
+  csrc/cuda/kmv_kernels.cuh: well inside the 1e-5 ieee tolerance); float64 uses ``exp``.
 
 Supported: float32 and float64 CUDA tensors, the four kops kernels, precision "ieee",
 ``kmv`` / ``kmv_accumulate`` for d <= 64 (any number of columns) and ``kmv_grad_xz`` for

@@ -1,8 +1,12 @@
-// Launchers of the hand-written CUDA kernel products (torch-free): pick the compile-time variant
+// Host-side launch logic of the CUDA kernel products (torch-free): pick the compile-time variant
 // (dtype, kernel, padded d, column chunk), size the grid, launch, report errors.
 //
-// This translation unit instantiates every variant, so compiling it alone (as
-// scripts/check_cuda_sources.sh does) compile-checks and spill-checks all of them.
+// The variants are instantiated in separate translation units (kmv_f32.cu, kmv_f64.cu,
+// kmv_grad_f32.cu, kmv_grad_f64.cu) so that a build compiles them in parallel; each unit
+// instantiates all of its variants, so compiling it alone (as scripts/check_cuda_sources.sh
+// does) compile-checks and spill-checks them. kmv_launch.cu holds the public entry points.
+#pragma once
+
 #include <atomic>
 #include <cmath>
 #include <type_traits>
@@ -11,9 +15,13 @@
 
 namespace kops {
 namespace cuda {
-namespace {
+namespace detail {
 
-using detail::kThreads;
+// Per-dtype entry points, one per translation unit.
+cudaError_t kmv_f32(KernelKind kernel, const KmvProblem& p, cudaStream_t stream);
+cudaError_t kmv_f64(KernelKind kernel, const KmvProblem& p, cudaStream_t stream);
+cudaError_t grad_f32(KernelKind kernel, const KmvGradProblem& p, cudaStream_t stream);
+cudaError_t grad_f64(KernelKind kernel, const KmvGradProblem& p, cudaStream_t stream);
 
 // Compiled buckets of the padded feature dimension D >= d (a larger D than d costs registers,
 // i.e. fewer rows per thread, not work: the distance loop stops after the guarded steps that
@@ -43,7 +51,7 @@ struct DimBuckets<double> {
 };
 
 // Streaming multiprocessors of the current device (cached per device).
-cudaError_t multiprocessors(int* out) {
+inline cudaError_t multiprocessors(int* out) {
   static std::atomic<int> cache[64];
   int dev = 0;
   cudaError_t err = cudaGetDevice(&dev);
@@ -63,8 +71,10 @@ cudaError_t multiprocessors(int* out) {
   return cudaSuccess;
 }
 
-// Resident blocks per SM of a kernel (cached per kernel: same-architecture devices assumed).
-template <typename Kernel>
+// Resident blocks per SM of one kernel variant. Variant is the launcher's own template, so each
+// variant gets its own cache (kernels of one dtype share a function-pointer type, so a cache
+// keyed on that type would mix them up); devices of one architecture are assumed.
+template <typename Variant, typename Kernel>
 cudaError_t blocks_per_sm(Kernel kernel, int* out) {
   static std::atomic<int> cached{0};
   int value = cached.load(std::memory_order_relaxed);
@@ -78,9 +88,12 @@ cudaError_t blocks_per_sm(Kernel kernel, int* out) {
   return cudaSuccess;
 }
 
+template <typename T, KernelKind K, int D, int CC, bool Grad>
+struct VariantTag {};
+
 // Splits of the z range so that the grid has about two full waves of blocks; each split keeps
 // at least four tiles of z. Returns the z points per split (a multiple of the tile).
-int64_t z_per_split(int64_t other_blocks, int64_t m, int tile, int sms, int per_sm) {
+inline int64_t z_per_split(int64_t other_blocks, int64_t m, int tile, int sms, int per_sm) {
   const int64_t target = int64_t(2) * sms * per_sm;
   int64_t splits = (target + other_blocks - 1) / other_blocks;
   const int64_t tiles = (m + tile - 1) / tile;
@@ -103,7 +116,7 @@ cudaError_t launch_kmv(const KmvProblem& p, cudaStream_t stream) {
   int sms = 0, per_sm = 0;
   cudaError_t err = multiprocessors(&sms);
   if (err != cudaSuccess) return err;
-  err = blocks_per_sm(kernel, &per_sm);
+  err = blocks_per_sm<VariantTag<T, K, D, CC, false>>(kernel, &per_sm);
   if (err != cudaSuccess) return err;
   const int64_t per_split = z_per_split(row_blocks * col_chunks, p.m, TZ, sms, per_sm);
   const int64_t splits = (p.m + per_split - 1) / per_split;
@@ -155,7 +168,7 @@ cudaError_t launch_grad(const KmvGradProblem& p, cudaStream_t stream) {
   int sms = 0, per_sm = 0;
   cudaError_t err = multiprocessors(&sms);
   if (err != cudaSuccess) return err;
-  err = blocks_per_sm(kernel, &per_sm);
+  err = blocks_per_sm<VariantTag<T, K, D, CC, true>>(kernel, &per_sm);
   if (err != cudaSuccess) return err;
   const int64_t per_split = z_per_split(row_blocks, p.m, TZ, sms, per_sm);
   const int64_t splits = (p.m + per_split - 1) / per_split;
@@ -195,29 +208,6 @@ cudaError_t grad_by_kernel(KernelKind kernel, const KmvGradProblem& p, cudaStrea
   return cudaErrorInvalidValue;
 }
 
-bool valid_scalars(double scale) { return std::isfinite(scale) && scale > 0.0; }
-
-}  // namespace
-
-cudaError_t kmv_launch(KernelKind kernel, DType dtype, const KmvProblem& p, cudaStream_t stream) {
-  if (p.n < 0 || p.m < 0 || p.c < 0 || p.d < 0 || p.d > kMaxDim) return cudaErrorInvalidValue;
-  if (p.n == 0 || p.m == 0 || p.c == 0) return cudaSuccess;
-  if (p.d == 0 || !valid_scalars(p.scale)) return cudaErrorInvalidValue;
-  if (dtype == DType::Float32) return kmv_by_kernel<float>(kernel, p, stream);
-  if (dtype == DType::Float64) return kmv_by_kernel<double>(kernel, p, stream);
-  return cudaErrorInvalidValue;
-}
-
-cudaError_t kmv_grad_launch(KernelKind kernel, DType dtype, const KmvGradProblem& p,
-                            cudaStream_t stream) {
-  if (p.n < 0 || p.m < 0 || p.c < 0 || p.c > kMaxGradCols || p.d < 0 || p.d > kMaxGradDim)
-    return cudaErrorInvalidValue;
-  if (p.n == 0 || p.m == 0 || p.c == 0 || p.d == 0) return cudaSuccess;
-  if (!valid_scalars(p.scale)) return cudaErrorInvalidValue;
-  if (dtype == DType::Float32) return grad_by_kernel<float>(kernel, p, stream);
-  if (dtype == DType::Float64) return grad_by_kernel<double>(kernel, p, stream);
-  return cudaErrorInvalidValue;
-}
-
+}  // namespace detail
 }  // namespace cuda
 }  // namespace kops

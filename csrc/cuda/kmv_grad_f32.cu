@@ -1,0 +1,14 @@
+// Instantiates the float32 gradient variants of the CUDA kernel products (see kmv_dispatch.cuh).
+#include "kmv_dispatch.cuh"
+
+namespace kops {
+namespace cuda {
+namespace detail {
+
+cudaError_t grad_f32(KernelKind kernel, const KmvGradProblem& p, cudaStream_t stream) {
+  return grad_by_kernel<float>(kernel, p, stream);
+}
+
+}  // namespace detail
+}  // namespace cuda
+}  // namespace kops

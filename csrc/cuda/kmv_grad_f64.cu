@@ -1,0 +1,14 @@
+// Instantiates the float64 gradient variants of the CUDA kernel products (see kmv_dispatch.cuh).
+#include "kmv_dispatch.cuh"
+
+namespace kops {
+namespace cuda {
+namespace detail {
+
+cudaError_t grad_f64(KernelKind kernel, const KmvGradProblem& p, cudaStream_t stream) {
+  return grad_by_kernel<double>(kernel, p, stream);
+}
+
+}  // namespace detail
+}  // namespace cuda
+}  // namespace kops
