@@ -1,9 +1,9 @@
 // Native CPU kernel products: private ops kops::_cpu_kmv_accumulate and
 // kops::_cpu_kmv_grad_xz (called by kops/backends/cpu_native.py), plus kops::_cpu_isa.
 //
-// This file checks the arguments, prepares the inputs in the accumulation dtype with ATen
-// (centre on the mean of z, multiply by the kernel's scale, squared norms, packing into the
-// layouts of kmv_kernels.h, all O((n + m) d)), and spreads row blocks of X over threads with
+// This file checks the arguments, prepares the inputs in the accumulation dtype
+// (centre on the mean of z, multiply by the kernel's scale, squared norms and packing into the
+// layouts of kmv_kernels.h in one pass, all O((n + m) d)), and spreads row blocks of X over threads with
 // at::parallel_for (a shared task counter gives dynamic load balance, which matters on a
 // loaded machine). The O(n m d) work is done by the tile kernels of the selected ISA.
 #include <ATen/ATen.h>
@@ -98,23 +98,64 @@ bool same_points(const at::Tensor& x, const at::Tensor& z) {
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-// Rows of `a` (r x d) packed as groups of `w` rows, each a d x w block (zero padding).
-at::Tensor pack_rows(const at::Tensor& a, int64_t w) {
+// (a - center) * scale, rows packed as groups of `w` rows, each group a d x w block (zero
+// padding past the last row), and the squared norms of the scaled rows (padded with 0) when
+// `norms` is defined: one pass over `a`, whatever its strides. Same operation order as
+// the torch reference's (a - center) * scale, so the scaled values are identical.
+template <typename T>
+void pack_scaled(const at::Tensor& a, const at::Tensor& center, double scale, int64_t w,
+                 at::Tensor& packed, at::Tensor* norms) {
   const int64_t r = a.size(0), d = a.size(1);
   const int64_t groups = ceil_div(r, w);
-  at::Tensor padded = at::zeros({groups * w, d}, a.options());
-  padded.narrow(0, 0, r).copy_(a);
-  return padded.view({groups, w, d}).transpose(1, 2).contiguous();
+  packed = at::empty({groups, d, w}, a.options());
+  if (norms != nullptr) *norms = at::empty({groups * w}, a.options());
+  const T* src = a.data_ptr<T>();
+  const int64_t s0 = a.stride(0), s1 = a.stride(1);
+  const T* c = center.data_ptr<T>();
+  const T sc = static_cast<T>(scale);
+  T* dst = packed.data_ptr<T>();
+  T* nrm = norms != nullptr ? norms->data_ptr<T>() : nullptr;
+  const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(1, d * w));
+  at::parallel_for(0, groups, grain, [&](int64_t g0, int64_t g1) {
+    for (int64_t g = g0; g < g1; ++g) {
+      T* blk = dst + g * d * w;
+      for (int64_t q = 0; q < w; ++q) {
+        const int64_t i = g * w + q;
+        T sum = T(0);
+        if (i < r) {
+          const T* row = src + i * s0;
+          for (int64_t k = 0; k < d; ++k) {
+            const T val = (row[k * s1] - c[k]) * sc;
+            blk[k * w + q] = val;
+            sum += val * val;
+          }
+        } else {
+          for (int64_t k = 0; k < d; ++k) blk[k * w + q] = T(0);
+        }
+        if (nrm != nullptr) nrm[i] = sum;
+      }
+    }
+  });
+}
+
+// V (m x c, any strides) transposed into c x m_pad, zero past m.
+template <typename T>
+at::Tensor transpose_padded(const at::Tensor& v, int64_t m_pad) {
+  const int64_t m = v.size(0), c = v.size(1);
+  at::Tensor vt = at::empty({c, m_pad}, v.options());
+  const T* src = v.data_ptr<T>();
+  const int64_t s0 = v.stride(0), s1 = v.stride(1);
+  T* dst = vt.data_ptr<T>();
+  for (int64_t l = 0; l < c; ++l) {
+    T* o = dst + l * m_pad;
+    for (int64_t j = 0; j < m; ++j) o[j] = src[j * s0 + l * s1];
+    for (int64_t j = m; j < m_pad; ++j) o[j] = T(0);
+  }
+  return vt;
 }
 
 at::Tensor pad_rows(const at::Tensor& a, int64_t rows) {
   at::Tensor out = at::zeros({rows, a.size(1)}, a.options());
-  out.narrow(0, 0, a.size(0)).copy_(a);
-  return out;
-}
-
-at::Tensor pad_vector(const at::Tensor& a, int64_t len) {
-  at::Tensor out = at::zeros({len}, a.options());
   out.narrow(0, 0, a.size(0)).copy_(a);
   return out;
 }
@@ -129,8 +170,10 @@ struct Prepared {
   bool direct = false, same = false;
 };
 
+// `rows`: also keep the scaled rows xs, zs (row-major) for the gradient's products.
+template <typename T>
 Prepared prepare(const at::Tensor& x, const at::Tensor& z, const at::Tensor& v, double scale,
-                 int nr) {
+                 int nr, bool rows) {
   Prepared p;
   p.same = same_points(x, z);
   p.direct = x.size(1) <= kDirectMaxD;
@@ -139,16 +182,16 @@ Prepared prepare(const at::Tensor& x, const at::Tensor& z, const at::Tensor& v, 
   p.groups = ceil_div(n, kMR);
   p.panels = ceil_div(m, nr);
   // Centring on the mean of z and scaling first keeps the GEMM trick's norms O(1).
-  const at::Tensor center = z.mean(0);
-  p.xs = (x - center).mul_(scale).contiguous();
-  p.zs = p.same ? p.xs : (z - center).mul_(scale).contiguous();
-  p.xp = pack_rows(p.xs, kMR);
-  p.zp = pack_rows(p.zs, nr);
-  if (!p.direct) {
-    p.xn = pad_vector(p.xs.square().sum(1), p.groups * kMR);
-    p.zn = pad_vector(p.zs.square().sum(1), p.panels * nr);
+  const at::Tensor center = z.mean(0).contiguous();
+  at::Tensor* xn = p.direct ? nullptr : &p.xn;
+  at::Tensor* zn = p.direct ? nullptr : &p.zn;
+  pack_scaled<T>(x, center, scale, kMR, p.xp, xn);
+  pack_scaled<T>(z, center, scale, nr, p.zp, zn);
+  if (rows) {
+    p.xs = (x - center).mul_(scale).contiguous();
+    p.zs = p.same ? p.xs : (z - center).mul_(scale).contiguous();
   }
-  p.vt = pad_rows(v, p.panels * nr).t().contiguous();
+  p.vt = transpose_padded<T>(v, p.panels * nr);
   return p;
 }
 
@@ -188,8 +231,7 @@ void kmv_accumulate_impl(at::Tensor& out, const at::Tensor& x, const at::Tensor&
   const IsaTable* table = isa();
   const int nr = sizeof(T) == 4 ? table->nr_f32 : table->nr_f64;
   const int64_t n = x.size(0), m = z.size(0), d = x.size(1), c = v.size(1);
-  Prepared p = prepare(x, z, v, k.scale, nr);
-  p.xs = p.zs = at::Tensor();  // only the packed copies are read from here on
+  const Prepared p = prepare<T>(x, z, v, k.scale, nr, false);
   TileArgs<T> a = tile_args<T>(p, k.id, n, m, d, c);
   a.tile_panels = std::max<int64_t>(1, kTileBytes / static_cast<int64_t>(sizeof(T)) / nr);
   auto rows_fn = sizeof(T) == 4 ? reinterpret_cast<void*>(table->kmv_rows_f32)
@@ -269,7 +311,7 @@ std::tuple<at::Tensor, at::Tensor> kmv_grad_impl(const at::Tensor& x, const at::
   const IsaTable* table = isa();
   const int nr = sizeof(T) == 4 ? table->nr_f32 : table->nr_f64;
   const int64_t n = x.size(0), m = z.size(0), d = x.size(1), c = v.size(1);
-  const Prepared p = prepare(x, z, v, k.scale, nr);
+  const Prepared p = prepare<T>(x, z, v, k.scale, nr, true);
   const at::Tensor g = pad_rows(grad_out, p.groups * kMR);
   const at::Tensor zs_pad = pad_rows(p.zs, p.panels * nr);
   TileArgs<T> a = tile_args<T>(p, k.id, n, m, d, c);
