@@ -98,7 +98,7 @@ def test_more_than_2_to_the_32_pairs(generator):
 def test_element_offsets_beyond_2_to_the_31():
     # x is a view whose row stride puts its last rows beyond 2^31 elements (8.6 GB buffer).
     free, _ = torch.cuda.mem_get_info()
-    n, stride, d = 2**17 + 1, 2**14, 4
+    n, stride, d = 2**17 + 2, 2**14, 4
     if free < 12 * 2**30:
         pytest.skip("needs 12 GiB of free GPU memory")
     g = torch.Generator(device="cuda").manual_seed(0)
@@ -123,7 +123,7 @@ def test_gradients_match_reference(kernel, dtype, n, m, d, c, generator):
     g = torch.randn(n, c, dtype=dtype, device="cuda")
     gx, gz = torch.ops.kops.kmv_grad_xz(x, z, v, g, kernel, bw, "ieee", "cuda")
     want_x, want_z, _ = reference_kmv_grads(x.cpu(), z.cpu(), v.cpu(), g.cpu(), kernel, bw)
-    tol = 1e-5 if dtype == torch.float32 else 1e-10
+    tol = 1e-4 if dtype == torch.float32 else 1e-10  # gradient sums cancel: norm-wise bound
     for got, want in ((gx, want_x), (gz, want_z)):
         assert torch.isfinite(got).all()
         assert ((got.double().cpu() - want).norm() / want.norm()) < tol
@@ -154,9 +154,19 @@ def test_runs_on_the_current_stream(generator):
     with torch.cuda.stream(stream):
         got = kops.kmv(x, z, v, "matern52", bw, backend="cuda")
     torch.cuda.current_stream().wait_stream(stream)
-    # Split z ranges add partial sums with atomics: compare each with the reference, not bitwise.
-    for out in (want, got):
-        assert kmv_error(out[:200].cpu(), x[:200].cpu(), z.cpu(), v.cpu(), "matern52", bw) <= tolerance(torch.float32)
+    assert kmv_error(got[:200].cpu(), x[:200].cpu(), z.cpu(), v.cpu(), "matern52", bw) <= tolerance(torch.float32)
+    assert torch.equal(got, want)
+
+
+@pytest.mark.parametrize("n,m,c", [(100, 200_000, 1), (3000, 50_000, 20)])
+def test_split_z_ranges_are_deterministic(n, m, c, generator):
+    # Few rows and many z points: the z range is split over blocks and the partial sums are
+    # reduced in a fixed order, so repeated calls agree bitwise.
+    x, z, v, bw = random_problem(n, m, 5, c, device="cuda", generator=generator)
+    first = kops.kmv(x, z, v, "gaussian", bw, backend="cuda")
+    for _ in range(3):
+        assert torch.equal(kops.kmv(x, z, v, "gaussian", bw, backend="cuda"), first)
+    _check_rows(first, x, z, v, "gaussian", bw, rows=torch.arange(min(n, 100)))
 
 
 def test_binding_errors_are_python_exceptions():

@@ -9,6 +9,7 @@
 #include <cmath>
 
 #include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
@@ -46,6 +47,12 @@ KernelKind kernel_of(int64_t kernel) {
 void check_writable(const at::Tensor& out, const char* name) {
   TORCH_CHECK(out.is_non_overlapping_and_dense(), "kops._cuda: ", name,
               " must be non-overlapping and dense");
+}
+
+// Scratch for the partial sums of a launch that splits the z range (from torch's caching
+// allocator: freeing it right after the asynchronous launch is safe on the same stream).
+at::Tensor workspace(int64_t bytes, const at::Tensor& like) {
+  return bytes > 0 ? at::empty({bytes}, like.options().dtype(at::kByte)) : at::Tensor();
 }
 
 void cuda_kmv(const at::Tensor& out, const at::Tensor& x, const at::Tensor& z,
@@ -89,6 +96,11 @@ void cuda_kmv(const at::Tensor& out, const at::Tensor& x, const at::Tensor& z,
   p.c = c;
   p.scale = scale;
   p.alpha = alpha;
+  int64_t bytes = 0;
+  C10_CUDA_CHECK(kops::cuda::kmv_workspace_bytes(kind, dtype, p, &bytes));
+  const at::Tensor scratch = workspace(bytes, x);
+  p.workspace = bytes > 0 ? scratch.data_ptr() : nullptr;
+  p.workspace_bytes = bytes;
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(x.get_device()).stream();
   C10_CUDA_CHECK(kops::cuda::kmv_launch(kind, dtype, p, stream));
 }
@@ -139,6 +151,11 @@ void cuda_kmv_grad(const at::Tensor& gx, const at::Tensor& x, const at::Tensor& 
   p.d = d;
   p.c = c;
   p.scale = scale;
+  int64_t bytes = 0;
+  C10_CUDA_CHECK(kops::cuda::kmv_grad_workspace_bytes(kind, dtype, p, &bytes));
+  const at::Tensor scratch = workspace(bytes, x);
+  p.workspace = bytes > 0 ? scratch.data_ptr() : nullptr;
+  p.workspace_bytes = bytes;
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(x.get_device()).stream();
   C10_CUDA_CHECK(kops::cuda::kmv_grad_launch(kind, dtype, p, stream));
 }

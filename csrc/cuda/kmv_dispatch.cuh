@@ -12,16 +12,20 @@
 #include <type_traits>
 
 #include "kmv_kernels.cuh"
+#include "kmv_plan.h"
 
 namespace kops {
 namespace cuda {
 namespace detail {
 
-// Per-dtype entry points, one per translation unit.
-cudaError_t kmv_f32(KernelKind kernel, const KmvProblem& p, cudaStream_t stream);
-cudaError_t kmv_f64(KernelKind kernel, const KmvProblem& p, cudaStream_t stream);
-cudaError_t grad_f32(KernelKind kernel, const KmvGradProblem& p, cudaStream_t stream);
-cudaError_t grad_f64(KernelKind kernel, const KmvGradProblem& p, cudaStream_t stream);
+// Per-dtype entry points, one per translation unit. With `query` non-null they only store the
+// workspace the launch wants in *query.
+cudaError_t kmv_f32(KernelKind kernel, const KmvProblem& p, cudaStream_t stream, int64_t* query);
+cudaError_t kmv_f64(KernelKind kernel, const KmvProblem& p, cudaStream_t stream, int64_t* query);
+cudaError_t grad_f32(KernelKind kernel, const KmvGradProblem& p, cudaStream_t stream,
+                     int64_t* query);
+cudaError_t grad_f64(KernelKind kernel, const KmvGradProblem& p, cudaStream_t stream,
+                     int64_t* query);
 
 // Compiled buckets of the padded feature dimension D >= d (a larger D than d costs registers,
 // i.e. fewer rows per thread, not work: the distance loop stops after the guarded steps that
@@ -91,22 +95,19 @@ cudaError_t blocks_per_sm(Kernel kernel, int* out) {
 template <typename T, KernelKind K, int D, int CC, bool Grad>
 struct VariantTag {};
 
-// Splits of the z range so that the grid has about two full waves of blocks; each split keeps
-// at least four tiles of z. Returns the z points per split (a multiple of the tile).
-inline int64_t z_per_split(int64_t other_blocks, int64_t m, int tile, int sms, int per_sm) {
-  const int64_t target = int64_t(2) * sms * per_sm;
-  int64_t splits = (target + other_blocks - 1) / other_blocks;
-  const int64_t tiles = (m + tile - 1) / tile;
-  const int64_t max_splits = tiles / 4 > 1 ? tiles / 4 : 1;
-  if (splits > max_splits) splits = max_splits;
-  if (splits > 65535) splits = 65535;
-  if (splits < 1) splits = 1;
-  const int64_t tiles_per_split = (tiles + splits - 1) / splits;
-  return tiles_per_split * tile;
+// Adds the partial sums of a split launch to the output, in split order.
+template <typename T>
+cudaError_t launch_reduce(const T* partial, int64_t splits, int64_t n, int64_t c, T* out,
+                          int64_t ors, int64_t ocs, int sms, cudaStream_t stream) {
+  const int64_t total = n * c;
+  int64_t blocks = (total + kThreads - 1) / kThreads;
+  if (blocks > int64_t(sms) * 16) blocks = int64_t(sms) * 16;
+  reduce_splits<T><<<unsigned(blocks), kThreads, 0, stream>>>(partial, splits, n, c, out, ors, ocs);
+  return cudaGetLastError();
 }
 
 template <typename T, KernelKind K, int D, int CC>
-cudaError_t launch_kmv(const KmvProblem& p, cudaStream_t stream) {
+cudaError_t launch_kmv(const KmvProblem& p, cudaStream_t stream, int64_t* query) {
   constexpr int R = detail::rows_per_thread<T, D, CC>();
   constexpr int TZ = detail::tile_points<T, D, CC>();
   auto kernel = detail::kmv_kernel<T, K, D, CC>;
@@ -118,48 +119,58 @@ cudaError_t launch_kmv(const KmvProblem& p, cudaStream_t stream) {
   if (err != cudaSuccess) return err;
   err = blocks_per_sm<VariantTag<T, K, D, CC, false>>(kernel, &per_sm);
   if (err != cudaSuccess) return err;
-  const int64_t per_split = z_per_split(row_blocks * col_chunks, p.m, TZ, sms, per_sm);
-  const int64_t splits = (p.m + per_split - 1) / per_split;
-  const dim3 grid{unsigned(row_blocks), unsigned(col_chunks), unsigned(splits)};
+  const int64_t available = query ? -1 : (p.workspace ? p.workspace_bytes : 0);
+  const Plan plan = plan_splits(row_blocks * col_chunks, p.m, TZ, sms, per_sm, p.n * p.c,
+                                int(sizeof(T)), available);
+  if (query) {
+    *query = plan.workspace;
+    return cudaSuccess;
+  }
+  T* partial = plan.splits > 1 ? static_cast<T*>(p.workspace) : nullptr;
+  const dim3 grid{unsigned(row_blocks), unsigned(col_chunks), unsigned(plan.splits)};
   kernel<<<grid, kThreads, 0, stream>>>(
       static_cast<const T*>(p.x), p.x_row_stride, p.x_col_stride,
       static_cast<const T*>(p.z), p.z_row_stride, p.z_col_stride,
       static_cast<const T*>(p.v), p.v_row_stride, p.v_col_stride,
-      static_cast<T*>(p.out), p.out_row_stride, p.out_col_stride,
-      p.n, p.m, int(p.d), p.c, per_split,
+      static_cast<T*>(p.out), p.out_row_stride, p.out_col_stride, partial,
+      p.n, p.m, int(p.d), p.c, plan.per_split,
       T(detail::profile_coef<T>(K, p.scale)), T(p.alpha));
-  return cudaGetLastError();
+  err = cudaGetLastError();
+  if (err != cudaSuccess || partial == nullptr) return err;
+  return launch_reduce<T>(partial, plan.splits, p.n, p.c, static_cast<T*>(p.out),
+                          p.out_row_stride, p.out_col_stride, sms, stream);
 }
 
 template <typename T, KernelKind K, int CC>
-cudaError_t kmv_by_dim(const KmvProblem& p, cudaStream_t stream) {
+cudaError_t kmv_by_dim(const KmvProblem& p, cudaStream_t stream, int64_t* query) {
   return DimBuckets<T>::dispatch(p.d, [&](auto dim) {
-    return launch_kmv<T, K, decltype(dim)::value, CC>(p, stream);
+    return launch_kmv<T, K, decltype(dim)::value, CC>(p, stream, query);
   });
 }
 
 // c == 1 (a vector) has its own variant; wider v runs in register chunks of 16 columns (the
 // columns of a partial chunk are skipped in steps of 4), chunks beyond the first over gridDim.y.
 template <typename T, KernelKind K>
-cudaError_t kmv_by_cols(const KmvProblem& p, cudaStream_t stream) {
-  if (p.c == 1) return kmv_by_dim<T, K, 1>(p, stream);
-  return kmv_by_dim<T, K, 16>(p, stream);
+cudaError_t kmv_by_cols(const KmvProblem& p, cudaStream_t stream, int64_t* query) {
+  if (p.c == 1) return kmv_by_dim<T, K, 1>(p, stream, query);
+  return kmv_by_dim<T, K, 16>(p, stream, query);
 }
 
 template <typename T>
-cudaError_t kmv_by_kernel(KernelKind kernel, const KmvProblem& p, cudaStream_t stream) {
+cudaError_t kmv_by_kernel(KernelKind kernel, const KmvProblem& p, cudaStream_t stream,
+                          int64_t* query) {
   switch (kernel) {
-    case KernelKind::Gaussian: return kmv_by_cols<T, KernelKind::Gaussian>(p, stream);
-    case KernelKind::Laplacian: return kmv_by_cols<T, KernelKind::Laplacian>(p, stream);
-    case KernelKind::Matern32: return kmv_by_cols<T, KernelKind::Matern32>(p, stream);
-    case KernelKind::Matern52: return kmv_by_cols<T, KernelKind::Matern52>(p, stream);
+    case KernelKind::Gaussian: return kmv_by_cols<T, KernelKind::Gaussian>(p, stream, query);
+    case KernelKind::Laplacian: return kmv_by_cols<T, KernelKind::Laplacian>(p, stream, query);
+    case KernelKind::Matern32: return kmv_by_cols<T, KernelKind::Matern32>(p, stream, query);
+    case KernelKind::Matern52: return kmv_by_cols<T, KernelKind::Matern52>(p, stream, query);
   }
   return cudaErrorInvalidValue;
 }
 
 // ------------------------------------------------------------------------------ gradients
 template <typename T, KernelKind K, int D, int CC>
-cudaError_t launch_grad(const KmvGradProblem& p, cudaStream_t stream) {
+cudaError_t launch_grad(const KmvGradProblem& p, cudaStream_t stream, int64_t* query) {
   constexpr int R = detail::grad_rows_per_thread<T, D, CC>();
   constexpr int TZ = detail::tile_points<T, D, CC>();
   auto kernel = detail::kmv_grad_kernel<T, K, D, CC>;
@@ -170,40 +181,50 @@ cudaError_t launch_grad(const KmvGradProblem& p, cudaStream_t stream) {
   if (err != cudaSuccess) return err;
   err = blocks_per_sm<VariantTag<T, K, D, CC, true>>(kernel, &per_sm);
   if (err != cudaSuccess) return err;
-  const int64_t per_split = z_per_split(row_blocks, p.m, TZ, sms, per_sm);
-  const int64_t splits = (p.m + per_split - 1) / per_split;
-  const dim3 grid{unsigned(row_blocks), 1u, unsigned(splits)};
+  const int64_t available = query ? -1 : (p.workspace ? p.workspace_bytes : 0);
+  const Plan plan = plan_splits(row_blocks, p.m, TZ, sms, per_sm, p.n * p.d, int(sizeof(T)),
+                                available);
+  if (query) {
+    *query = plan.workspace;
+    return cudaSuccess;
+  }
+  T* partial = plan.splits > 1 ? static_cast<T*>(p.workspace) : nullptr;
+  const dim3 grid{unsigned(row_blocks), 1u, unsigned(plan.splits)};
   kernel<<<grid, kThreads, 0, stream>>>(
       static_cast<const T*>(p.x), p.x_row_stride, p.x_col_stride,
       static_cast<const T*>(p.z), p.z_row_stride, p.z_col_stride,
       static_cast<const T*>(p.v), p.v_row_stride, p.v_col_stride,
       static_cast<const T*>(p.g), p.g_row_stride, p.g_col_stride,
-      static_cast<T*>(p.gx), p.gx_row_stride, p.gx_col_stride,
-      p.n, p.m, int(p.d), int(p.c), per_split,
+      static_cast<T*>(p.gx), p.gx_row_stride, p.gx_col_stride, partial,
+      p.n, p.m, int(p.d), int(p.c), plan.per_split,
       T(detail::profile_coef<T>(K, p.scale)), T(2.0 * p.scale * p.scale));
-  return cudaGetLastError();
+  err = cudaGetLastError();
+  if (err != cudaSuccess || partial == nullptr) return err;
+  return launch_reduce<T>(partial, plan.splits, p.n, p.d, static_cast<T*>(p.gx),
+                          p.gx_row_stride, p.gx_col_stride, sms, stream);
 }
 
 // Gradients: D in {8, 32} and columns in chunks of 4 or 16 (c <= 16), to bound compile time.
 template <typename T, KernelKind K, int CC>
-cudaError_t grad_by_dim(const KmvGradProblem& p, cudaStream_t stream) {
-  if (p.d <= 8) return launch_grad<T, K, 8, CC>(p, stream);
-  return launch_grad<T, K, 32, CC>(p, stream);
+cudaError_t grad_by_dim(const KmvGradProblem& p, cudaStream_t stream, int64_t* query) {
+  if (p.d <= 8) return launch_grad<T, K, 8, CC>(p, stream, query);
+  return launch_grad<T, K, 32, CC>(p, stream, query);
 }
 
 template <typename T, KernelKind K>
-cudaError_t grad_by_cols(const KmvGradProblem& p, cudaStream_t stream) {
-  if (p.c <= 4) return grad_by_dim<T, K, 4>(p, stream);
-  return grad_by_dim<T, K, 16>(p, stream);
+cudaError_t grad_by_cols(const KmvGradProblem& p, cudaStream_t stream, int64_t* query) {
+  if (p.c <= 4) return grad_by_dim<T, K, 4>(p, stream, query);
+  return grad_by_dim<T, K, 16>(p, stream, query);
 }
 
 template <typename T>
-cudaError_t grad_by_kernel(KernelKind kernel, const KmvGradProblem& p, cudaStream_t stream) {
+cudaError_t grad_by_kernel(KernelKind kernel, const KmvGradProblem& p, cudaStream_t stream,
+                           int64_t* query) {
   switch (kernel) {
-    case KernelKind::Gaussian: return grad_by_cols<T, KernelKind::Gaussian>(p, stream);
-    case KernelKind::Laplacian: return grad_by_cols<T, KernelKind::Laplacian>(p, stream);
-    case KernelKind::Matern32: return grad_by_cols<T, KernelKind::Matern32>(p, stream);
-    case KernelKind::Matern52: return grad_by_cols<T, KernelKind::Matern52>(p, stream);
+    case KernelKind::Gaussian: return grad_by_cols<T, KernelKind::Gaussian>(p, stream, query);
+    case KernelKind::Laplacian: return grad_by_cols<T, KernelKind::Laplacian>(p, stream, query);
+    case KernelKind::Matern32: return grad_by_cols<T, KernelKind::Matern32>(p, stream, query);
+    case KernelKind::Matern52: return grad_by_cols<T, KernelKind::Matern52>(p, stream, query);
   }
   return cudaErrorInvalidValue;
 }

@@ -5,8 +5,8 @@ namespace kops {
 namespace cuda {
 namespace detail {
 
-cudaError_t kmv_f32(KernelKind kernel, const KmvProblem& p, cudaStream_t stream) {
-  return kmv_by_kernel<float>(kernel, p, stream);
+cudaError_t kmv_f32(KernelKind kernel, const KmvProblem& p, cudaStream_t stream, int64_t* query) {
+  return kmv_by_kernel<float>(kernel, p, stream, query);
 }
 
 }  // namespace detail

@@ -5,8 +5,8 @@ namespace kops {
 namespace cuda {
 namespace detail {
 
-cudaError_t kmv_f64(KernelKind kernel, const KmvProblem& p, cudaStream_t stream) {
-  return kmv_by_kernel<double>(kernel, p, stream);
+cudaError_t kmv_f64(KernelKind kernel, const KmvProblem& p, cudaStream_t stream, int64_t* query) {
+  return kmv_by_kernel<double>(kernel, p, stream, query);
 }
 
 }  // namespace detail

@@ -5,8 +5,8 @@ namespace kops {
 namespace cuda {
 namespace detail {
 
-cudaError_t grad_f32(KernelKind kernel, const KmvGradProblem& p, cudaStream_t stream) {
-  return grad_by_kernel<float>(kernel, p, stream);
+cudaError_t grad_f32(KernelKind kernel, const KmvGradProblem& p, cudaStream_t stream, int64_t* query) {
+  return grad_by_kernel<float>(kernel, p, stream, query);
 }
 
 }  // namespace detail

@@ -31,8 +31,9 @@
 //   (columns of a partial chunk skipped in steps of 4); wider v is split over gridDim.y, each
 //   chunk recomputing the distances.
 // - The reduction over z is fused: partial sums stay in registers until the end. When there are
-//   too few row blocks to fill the GPU, the z range is split over gridDim.z and the partial sums
-//   are added with atomics (then the summation order, and the last bits, vary run to run).
+//   too few row blocks to fill the GPU, the z range is split over gridDim.z; each split stores
+//   its sums in a workspace and a second small kernel adds them in split order, so results are
+//   deterministic (no atomics).
 // - All global offsets are int64.
 #pragma once
 
@@ -240,7 +241,7 @@ __global__ void __launch_bounds__(kThreads, 2)
     kmv_kernel(const T* __restrict__ x, int64_t xrs, int64_t xcs,
                const T* __restrict__ z, int64_t zrs, int64_t zcs,
                const T* __restrict__ v, int64_t vrs, int64_t vcs,
-               T* __restrict__ out, int64_t ors, int64_t ocs,
+               T* __restrict__ out, int64_t ors, int64_t ocs, T* __restrict__ partial,
                int64_t n, int64_t m, int d, int64_t c, int64_t m_per_split, T coef, T alpha) {
   constexpr int R = rows_per_thread<T, D, CC>();
   constexpr int TZ = tile_points<T, D, CC>();
@@ -313,7 +314,8 @@ __global__ void __launch_bounds__(kThreads, 2)
     }
   }
 
-  const bool split = gridDim.z > 1;
+  // Unsplit: add to out. Split z range: store this split's sums in partial[split][i][col],
+  // which reduce_splits then adds to out in split order (deterministic, no atomics).
 #pragma unroll
   for (int r = 0; r < R; ++r) {
     const int64_t i = row0 + int64_t(r) * kThreads;
@@ -321,14 +323,28 @@ __global__ void __launch_bounds__(kThreads, 2)
 #pragma unroll
     for (int q = 0; q < CC; ++q) {
       if (q < cols) {
-        T* o = out + i * ors + (col0 + q) * ocs;
-        if (split) {
-          atomicAdd(o, alpha * acc[r][q]);
+        if (partial != nullptr) {
+          partial[(int64_t(blockIdx.z) * n + i) * c + col0 + q] = alpha * acc[r][q];
         } else {
-          *o += alpha * acc[r][q];
+          out[i * ors + (col0 + q) * ocs] += alpha * acc[r][q];
         }
       }
     }
+  }
+}
+
+// out[i, q] += sum over splits s (in order) of partial[s][i][q], for i < n, q < c.
+template <typename T>
+__global__ void __launch_bounds__(kThreads)
+    reduce_splits(const T* __restrict__ partial, int64_t splits, int64_t n, int64_t c,
+                  T* __restrict__ out, int64_t ors, int64_t ocs) {
+  const int64_t total = n * c;
+  for (int64_t e = int64_t(blockIdx.x) * kThreads + threadIdx.x; e < total;
+       e += int64_t(gridDim.x) * kThreads) {
+    T sum = T(0);
+    for (int64_t s = 0; s < splits; ++s) sum += partial[s * total + e];
+    const int64_t i = e / c;
+    out[i * ors + (e - i * c) * ocs] += sum;
   }
 }
 
@@ -347,7 +363,7 @@ __global__ void __launch_bounds__(kThreads, 2)
                     const T* __restrict__ z, int64_t zrs, int64_t zcs,
                     const T* __restrict__ v, int64_t vrs, int64_t vcs,
                     const T* __restrict__ g, int64_t grs, int64_t gcs,
-                    T* __restrict__ gx, int64_t gxrs, int64_t gxcs,
+                    T* __restrict__ gx, int64_t gxrs, int64_t gxcs, T* __restrict__ partial,
                     int64_t n, int64_t m, int d, int c, int64_t m_per_split, T coef, T factor) {
   constexpr int R = grad_rows_per_thread<T, D, CC>();
   constexpr int TZ = tile_points<T, D, CC>();
@@ -428,7 +444,6 @@ __global__ void __launch_bounds__(kThreads, 2)
     }
   }
 
-  const bool split = gridDim.z > 1;
 #pragma unroll
   for (int r = 0; r < R; ++r) {
     const int64_t i = row0 + int64_t(r) * kThreads;
@@ -436,11 +451,10 @@ __global__ void __launch_bounds__(kThreads, 2)
 #pragma unroll
     for (int k = 0; k < D; ++k) {
       if (k < d) {
-        T* o = gx + i * gxrs + int64_t(k) * gxcs;
-        if (split) {
-          atomicAdd(o, factor * acc[r][k]);
+        if (partial != nullptr) {
+          partial[(int64_t(blockIdx.z) * n + i) * d + k] = factor * acc[r][k];
         } else {
-          *o += factor * acc[r][k];
+          gx[i * gxrs + int64_t(k) * gxcs] += factor * acc[r][k];
         }
       }
     }

@@ -35,6 +35,10 @@ struct KmvProblem {
   int64_t d, c;
   double scale;
   double alpha;
+  // Device scratch of at least kmv_workspace_bytes(...) bytes (may be null when that is 0). With
+  // less, the launch does not split the z range (still correct, possibly slower for small n).
+  void* workspace;
+  int64_t workspace_bytes;
 };
 
 // Gradients of <g, K(x, z) v> with respect to x, added to gx (n, d):
@@ -58,6 +62,8 @@ struct KmvGradProblem {
   int64_t n, m;
   int64_t d, c;
   double scale;
+  void* workspace;  // as in KmvProblem, sized by kmv_grad_workspace_bytes
+  int64_t workspace_bytes;
 };
 
 // Launch on `stream`; returns cudaSuccess or the first CUDA error (invalid arguments give
@@ -65,6 +71,13 @@ struct KmvGradProblem {
 cudaError_t kmv_launch(KernelKind kernel, DType dtype, const KmvProblem& p, cudaStream_t stream);
 cudaError_t kmv_grad_launch(KernelKind kernel, DType dtype, const KmvGradProblem& p,
                             cudaStream_t stream);
+
+// The workspace a launch of this problem on the current device wants (0 when it does not split
+// the z range). Queries the device (cached) but launches nothing.
+cudaError_t kmv_workspace_bytes(KernelKind kernel, DType dtype, const KmvProblem& p,
+                                int64_t* bytes);
+cudaError_t kmv_grad_workspace_bytes(KernelKind kernel, DType dtype, const KmvGradProblem& p,
+                                     int64_t* bytes);
 
 }  // namespace cuda
 }  // namespace kops

@@ -19,10 +19,9 @@ Supported: float32 and float64 CUDA tensors, the four kops kernels, precision "i
 d <= 32 and c <= 16. Everything else is reported by :meth:`CudaBackend.unsupported_reason`,
 and "auto" then falls back to the next backend (Triton, then torch).
 
-When the row blocks alone cannot fill the GPU, the z range is split over blocks whose
-partial sums are added with atomics, so the last bits of such results can differ between
-runs; with enough rows (about ``2 * SMs * blocks_per_SM * rows_per_block``) the result is
-deterministic.
+When the row blocks alone cannot fill the GPU, the z range is split over more blocks; their
+partial sums go to a workspace (from torch's caching allocator, at most 256 MiB) and are
+added in a fixed order, so results are deterministic run to run (no atomics).
 """
 from __future__ import annotations
 

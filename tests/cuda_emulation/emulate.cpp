@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "kmv_kernels.cuh"
+#include "kmv_plan.h"
 
 using kops::cuda::KernelKind;
 using kops::cuda::detail::kThreads;
@@ -122,12 +123,16 @@ void check_kmv(int64_t n, int64_t m, int d, int64_t c, int layout, int64_t per_s
   if (m > 1)
     for (int k = 0; k < d; ++k) z.at(1, k) = x.at(0, k);  // x_0 == z_1: a distance of exactly 0
   const int64_t splits = (m + per_split - 1) / per_split;
+  std::vector<T> partial(splits > 1 ? size_t(splits * n * c) : 0, T(std::nan("")));
   const dim3 grid{unsigned((n + kThreads * R - 1) / (kThreads * R)), unsigned((c + CC - 1) / CC),
                   unsigned(splits)};
   launch(grid, kops::cuda::detail::kmv_kernel<T, K, D, CC>, (const T*)x.data.data(), x.rs, x.cs,
          (const T*)z.data.data(), z.rs, z.cs, (const T*)v.data.data(), v.rs, v.cs,
-         out.data.data(), out.rs, out.cs, n, m, d, c, per_split,
-         T(kops::cuda::detail::profile_coef<T>(K, scale)), T(alpha));
+         out.data.data(), out.rs, out.cs, splits > 1 ? partial.data() : (T*)nullptr, n, m, d, c,
+         per_split, T(kops::cuda::detail::profile_coef<T>(K, scale)), T(alpha));
+  if (splits > 1)  // a few blocks, so that the grid-stride loop runs more than once
+    launch(dim3{3, 1, 1}, kops::cuda::detail::reduce_splits<T>, (const T*)partial.data(), splits,
+           n, c, out.data.data(), out.rs, out.cs);
   double err = 0;
   for (int64_t i = 0; i < n; ++i)
     for (int64_t q = 0; q < c; ++q) {
@@ -165,11 +170,16 @@ void check_grad(int64_t n, int64_t m, int d, int c, int64_t per_split, std::mt19
   for (int64_t i = 0; i < n; ++i)
     for (int k = 0; k < d; ++k) gx.at(i, k) = T(0);
   const int64_t splits = (m + per_split - 1) / per_split;
+  std::vector<T> partial(splits > 1 ? size_t(splits * n * d) : 0, T(std::nan("")));
   const dim3 grid{unsigned((n + kThreads * R - 1) / (kThreads * R)), 1u, unsigned(splits)};
   launch(grid, kops::cuda::detail::kmv_grad_kernel<T, K, D, CC>, (const T*)x.data.data(), x.rs,
          x.cs, (const T*)z.data.data(), z.rs, z.cs, (const T*)v.data.data(), v.rs, v.cs,
-         (const T*)g.data.data(), g.rs, g.cs, gx.data.data(), gx.rs, gx.cs, n, m, d, c, per_split,
+         (const T*)g.data.data(), g.rs, g.cs, gx.data.data(), gx.rs, gx.cs,
+         splits > 1 ? partial.data() : (T*)nullptr, n, m, d, c, per_split,
          T(kops::cuda::detail::profile_coef<T>(K, scale)), T(2 * scale * scale));
+  if (splits > 1)
+    launch(dim3{2, 1, 1}, kops::cuda::detail::reduce_splits<T>, (const T*)partial.data(), splits,
+           n, int64_t(d), gx.data.data(), gx.rs, gx.cs);
   double num = 0, den = 0;
   for (int64_t i = 0; i < n; ++i) {
     std::vector<LD> want(d, 0);
@@ -190,6 +200,25 @@ void check_grad(int64_t n, int64_t m, int d, int c, int64_t per_split, std::mt19
                 sizeof(T) == 4 ? "f32" : "f64", int(K), D, CC, (long long)n, (long long)m, d, c,
                 (long long)splits);
   report(what, std::sqrt(num / den), sizeof(T) == 4 ? 1e-5 : 1e-11);
+}
+
+// The split planner (host code of kmv_dispatch.cuh, reproduced here through its header).
+void check_plans() {
+  using kops::cuda::detail::plan_splits;
+  int bad = 0;
+  // 20 row blocks on 132 SMs x 5 blocks: split until whole waves are filled.
+  auto p = plan_splits(20, 20000, 256, 132, 5, 20000, 4, -1);
+  bad += !(p.splits > 1 && p.splits * 20 <= 4 * 660 && p.per_split % 256 == 0 && p.splits * p.per_split >= 20000 &&
+           (p.splits - 1) * p.per_split < 20000 && p.workspace == p.splits * 20000 * 4);
+  // A full wave already: no split. No workspace given: no split.
+  bad += plan_splits(700, 1000000, 256, 132, 5, 700000, 4, -1).splits != 1;
+  p = plan_splits(20, 20000, 256, 132, 5, 20000, 4, 0);
+  bad += !(p.splits == 1 && p.per_split == 20000 && p.workspace == 0);
+  // m within one tile: nothing to split. Workspace cap: huge outputs are not split.
+  bad += plan_splits(1, 100, 256, 132, 5, 1, 4, -1).splits != 1;
+  bad += plan_splits(1, 1 << 20, 256, 132, 5, int64_t(1) << 27, 4, -1).splits != 1;
+  std::printf("%-72s %s\n", "plan_splits", bad ? "FAIL" : "ok");
+  failures += bad;
 }
 
 }  // namespace
@@ -217,6 +246,7 @@ int main() {
   check_grad<double, M3, 8, 4>(129, 66, 8, 4, 66, rng);
   check_grad<double, M5, 32, 16>(129, 40, 32, 16, 16, rng);
   check_grad<double, L, 8, 4>(140, 50, 7, 2, 50, rng);
+  check_plans();
   std::printf("%s: %d failure(s)\n", failures ? "FAILED" : "passed", failures);
   return failures ? 1 : 0;
 }
