@@ -1,4 +1,4 @@
-// Instantiates the float64 kernel-product variants of the CUDA kernel products (see kmv_dispatch.cuh).
+// Instantiates every float64 variant of the kernel product (see kmv_dispatch.cuh).
 #include "kmv_dispatch.cuh"
 
 namespace kops {

@@ -1,11 +1,12 @@
-// Instantiates the float64 gradient variants of the CUDA kernel products (see kmv_dispatch.cuh).
+// Instantiates every float64 variant of the gradient kernel (see kmv_dispatch.cuh).
 #include "kmv_dispatch.cuh"
 
 namespace kops {
 namespace cuda {
 namespace detail {
 
-cudaError_t grad_f64(KernelKind kernel, const KmvGradProblem& p, cudaStream_t stream, int64_t* query) {
+cudaError_t grad_f64(KernelKind kernel, const KmvGradProblem& p, cudaStream_t stream,
+                     int64_t* query) {
   return grad_by_kernel<double>(kernel, p, stream, query);
 }
 

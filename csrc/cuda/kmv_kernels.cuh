@@ -308,7 +308,8 @@ __global__ void __launch_bounds__(kThreads, 2)
 #pragma unroll
           for (int q = 0; q < CS; ++q)
 #pragma unroll
-            for (int r = 0; r < R; ++r) acc[r][st * CS + q] = fma(kv[r], vj[q], acc[r][st * CS + q]);
+            for (int r = 0; r < R; ++r)
+              acc[r][st * CS + q] = fma(kv[r], vj[q], acc[r][st * CS + q]);
         }
       }
     }

@@ -116,7 +116,8 @@ void check_kmv(int64_t n, int64_t m, int d, int64_t c, int layout, int64_t per_s
   constexpr int R = kops::cuda::detail::rows_per_thread<T, D, CC>();
   const double bw = std::sqrt(double(d)) + 0.5;
   const double scale = scale_of(K, bw), alpha = -1.5;
-  Mat<T> x = random_mat<T>(n, d, layout, rng, offset), z = random_mat<T>(m, d, 1 - layout, rng, offset);
+  Mat<T> x = random_mat<T>(n, d, layout, rng, offset);
+  Mat<T> z = random_mat<T>(m, d, 1 - layout, rng, offset);
   Mat<T> v = random_mat<T>(m, c, layout, rng);
   Mat<T> out = random_mat<T>(n, c, 0, rng);
   const Mat<T> init = out;
@@ -148,11 +149,13 @@ void check_kmv(int64_t n, int64_t m, int d, int64_t c, int layout, int64_t per_s
         mag += kv * std::fabs(LD(v.at(j, q)));
       }
       const LD want = LD(init.at(i, q)) + alpha * ref;
-      const LD e = std::fabs(LD(out.at(i, q)) - want) / (std::fabs(alpha) * mag + std::fabs(LD(init.at(i, q))) + 1e-300L);
+      const LD scale_iq = std::fabs(alpha) * mag + std::fabs(LD(init.at(i, q))) + 1e-300L;
+      const LD e = std::fabs(LD(out.at(i, q)) - want) / scale_iq;
       err = std::isnan(double(e)) || std::isnan(err) ? NAN : std::max(err, double(e));
     }
   char what[200];
-  std::snprintf(what, sizeof what, "kmv  %-6s k%d D=%-2d CC=%-2d n=%lld m=%lld d=%d c=%lld layout=%d splits=%lld",
+  std::snprintf(what, sizeof what,
+                "kmv  %-6s k%d D=%-2d CC=%-2d n=%lld m=%lld d=%d c=%lld layout=%d splits=%lld",
                 sizeof(T) == 4 ? "f32" : "f64", int(K), D, CC, (long long)n, (long long)m, d,
                 (long long)c, layout, (long long)splits);
   report(what, err, sizeof(T) == 4 ? 1e-5 : 1e-11);
@@ -185,7 +188,10 @@ void check_grad(int64_t n, int64_t m, int d, int c, int64_t per_split, std::mt19
     std::vector<LD> want(d, 0);
     for (int64_t j = 0; j < m; ++j) {
       LD s2 = 0, dot = 0;
-      for (int k = 0; k < d; ++k) s2 += (LD(x.at(i, k)) - z.at(j, k)) * (LD(x.at(i, k)) - z.at(j, k));
+      for (int k = 0; k < d; ++k) {
+        const LD diff = LD(x.at(i, k)) - LD(z.at(j, k));
+        s2 += diff * diff;
+      }
       for (int q = 0; q < c; ++q) dot += LD(g.at(i, q)) * v.at(j, q);
       const LD w = derivative(K, s2 * scale * scale) * dot * 2 * scale * scale;
       for (int k = 0; k < d; ++k) want[k] += w * (LD(x.at(i, k)) - z.at(j, k));
@@ -196,7 +202,8 @@ void check_grad(int64_t n, int64_t m, int d, int c, int64_t per_split, std::mt19
     }
   }
   char what[200];
-  std::snprintf(what, sizeof what, "grad %-6s k%d D=%-2d CC=%-2d n=%lld m=%lld d=%d c=%d splits=%lld",
+  std::snprintf(what, sizeof what,
+                "grad %-6s k%d D=%-2d CC=%-2d n=%lld m=%lld d=%d c=%d splits=%lld",
                 sizeof(T) == 4 ? "f32" : "f64", int(K), D, CC, (long long)n, (long long)m, d, c,
                 (long long)splits);
   report(what, std::sqrt(num / den), sizeof(T) == 4 ? 1e-5 : 1e-11);
@@ -208,8 +215,9 @@ void check_plans() {
   int bad = 0;
   // 20 row blocks on 132 SMs x 5 blocks: split until whole waves are filled.
   auto p = plan_splits(20, 20000, 256, 132, 5, 20000, 4, -1);
-  bad += !(p.splits > 1 && p.splits * 20 <= 4 * 660 && p.per_split % 256 == 0 && p.splits * p.per_split >= 20000 &&
-           (p.splits - 1) * p.per_split < 20000 && p.workspace == p.splits * 20000 * 4);
+  bad += !(p.splits > 1 && p.splits * 20 <= 4 * 660 && p.per_split % 256 == 0 &&
+           p.splits * p.per_split >= 20000 && (p.splits - 1) * p.per_split < 20000 &&
+           p.workspace == p.splits * 20000 * 4);
   // A full wave already: no split. No workspace given: no split.
   bad += plan_splits(700, 1000000, 256, 132, 5, 700000, 4, -1).splits != 1;
   p = plan_splits(20, 20000, 256, 132, 5, 20000, 4, 0);
