@@ -116,7 +116,8 @@ def test_element_offsets_beyond_2_to_the_31():
 
 @pytest.mark.parametrize("kernel", KERNELS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("n,m,d,c", [(300, 5000, 3, 1), (129, 77, 20, 11), (1025, 700, 32, 16)])
+@pytest.mark.parametrize("n,m,d,c", [(300, 5000, 3, 1), (129, 77, 20, 11), (1025, 700, 32, 16),
+                                     (200, 300, 40, 3), (100, 200, 8, 20)])  # last two: torch fallback
 def test_gradients_match_reference(kernel, dtype, n, m, d, c, generator):
     x, z, v, bw = random_problem(n, m, d, c, dtype=dtype, device="cuda", generator=generator)
     z[:5] = x[:5]  # coincident points: the Laplacian's gradient there is 0, never NaN
@@ -137,12 +138,14 @@ def test_gradcheck_float64():
 
 
 def test_auto_dispatch_prefers_cuda_in_its_range():
-    case = Case("kmv", torch.device("cuda"), torch.float32, 1000, 1000, 16, 1, "gaussian", "ieee")
-    assert select_backend("auto", case).name == "cuda"
+    for op, d, c in (("kmv", 16, 1), ("kmv", 64, 100), ("kmv_grad_xz", 32, 16)):
+        case = Case(op, torch.device("cuda"), torch.float32, 1000, 1000, d, c, "gaussian", "ieee")
+        assert select_backend("auto", case).name == "cuda"
     for other in (Case("kmv", torch.device("cuda"), torch.float32, 1000, 1000, 65, 1, "gaussian", "ieee"),
                   Case("kmv", torch.device("cuda"), torch.float16, 1000, 1000, 16, 1, "gaussian", "ieee"),
                   Case("kmv", torch.device("cuda"), torch.float32, 1000, 1000, 16, 1, "gaussian", "tf32"),
-                  Case("kernel_matrix", torch.device("cuda"), torch.float32, 10, 10, 3, 0, "gaussian", "ieee")):
+                  Case("kernel_matrix", torch.device("cuda"), torch.float32, 10, 10, 3, 0, "gaussian", "ieee"),
+                  Case("kmv_grad_xz", torch.device("cuda"), torch.float32, 1000, 1000, 40, 1, "gaussian", "ieee")):
         assert select_backend("auto", other).name != "cuda"
 
 

@@ -15,9 +15,12 @@ for small and moderate d:
   csrc/cuda/kmv_kernels.cuh: well inside the 1e-5 ieee tolerance); float64 uses ``exp``.
 
 Supported: float32 and float64 CUDA tensors, the four kops kernels, precision "ieee",
-``kmv`` / ``kmv_accumulate`` for d <= 64 (any number of columns) and ``kmv_grad_xz`` for
-d <= 32 and c <= 16. Everything else is reported by :meth:`CudaBackend.unsupported_reason`,
-and "auto" then falls back to the next backend (Triton, then torch).
+``kmv`` / ``kmv_accumulate`` and ``kmv_grad_xz`` for d <= 64 (any number of columns). The
+gradient kernel itself covers d <= 32 and c <= 16; beyond that ``kmv_grad_xz`` runs the torch
+reference's blocked computation (so that ``backend="cuda"`` forward passes are always
+differentiable) and "auto" does not prefer this backend for it. Everything else is reported by
+:meth:`CudaBackend.unsupported_reason`, and "auto" then falls back to the next backend
+(Triton, then torch).
 
 When the row blocks alone cannot fill the GPU, the z range is split over more blocks; their
 partial sums go to a workspace (from torch's caching allocator, at most 256 MiB) and are
@@ -30,6 +33,7 @@ import torch
 from .. import _native
 from ..dispatch import register_backend
 from .base import Backend, Case
+from .torch_reference import TorchBackend
 
 __all__ = ["CudaBackend"]
 
@@ -47,6 +51,11 @@ MAX_GRAD_C = 16
 PREFERRED_MAX_D = 64
 _OPS = ("kmv", "kmv_grad_xz")
 _DTYPES = (torch.float32, torch.float64)
+
+
+def _native_grad(d: int, c: int) -> bool:
+    """Whether the native gradient kernel covers d features and c columns."""
+    return d <= MAX_GRAD_D and c <= MAX_GRAD_C
 
 
 class CudaBackend(Backend):
@@ -104,21 +113,19 @@ class CudaBackend(Backend):
                 f"the CUDA backend computes exact (ieee) products only, not precision "
                 f"{case.precision!r}"
             )
-        if case.op == "kmv" and case.d > MAX_D:
+        if case.d > MAX_D:
             return (
                 f"d = {case.d} exceeds the CUDA backend's register-blocked limit of {MAX_D} "
                 "(rows of x are held in registers)"
             )
-        if case.op == "kmv_grad_xz" and (case.d > MAX_GRAD_D or case.c > MAX_GRAD_C):
-            return (
-                f"the CUDA gradient kernel supports d <= {MAX_GRAD_D} and c <= {MAX_GRAD_C}, "
-                f"got d = {case.d}, c = {case.c}"
-            )
         return None
 
     def preferred(self, case: Case) -> bool:
-        """Whether "auto" should use this backend: supported and d <= PREFERRED_MAX_D."""
-        return self.unsupported_reason(case) is None and case.d <= PREFERRED_MAX_D
+        """Whether "auto" should use this backend: supported, d <= PREFERRED_MAX_D, and for
+        gradients within the native gradient kernel's limits."""
+        if self.unsupported_reason(case) is not None or case.d > PREFERRED_MAX_D:
+            return False
+        return case.op != "kmv_grad_xz" or _native_grad(case.d, case.c)
 
     def kmv(self, x, z, v, kernel, precision, out, alpha) -> None:
         """``out += alpha * K(x, z) @ v``; out is contiguous in x's dtype (float32/64)."""
@@ -129,7 +136,10 @@ class CudaBackend(Backend):
 
         The gradient kernel computes ``gx_i += 2 scale^2 sum_j f'(u_ij) <g_i, v_j> (x_i - z_j)``;
         the z gradient is the same sum with the roles of (x, grad_out) and (z, v) swapped.
+        Beyond its limits (d > MAX_GRAD_D or c > MAX_GRAD_C) the torch reference computes both.
         """
+        if not _native_grad(x.shape[1], v.shape[1]):
+            return TorchBackend().kmv_grad_xz(x, z, v, grad_out, kernel, precision)
         code = KERNEL_CODES[kernel.name]
         gx = torch.zeros(x.shape, dtype=x.dtype, device=x.device)
         gz = torch.zeros(z.shape, dtype=z.dtype, device=z.device)
