@@ -4,8 +4,8 @@
   with warnings as errors and fails on register spills, and syntax-checks the torch binding
   against the installed torch headers (skipped without nvcc).
 - ``tests/cuda_emulation/emulate.cpp`` runs the kernels of csrc/cuda/kmv_kernels.cuh on the CPU
-  with one std::thread per CUDA thread and compares them with a long-double reference (skipped
-  without a C++20 compiler).
+  with one std::thread per CUDA thread and compares them with a long-double reference, also
+  under AddressSanitizer / UBSan (skipped without a C++20 compiler).
 """
 import os
 import shutil
@@ -38,19 +38,34 @@ def test_cuda_sources_compile_without_spills():
     assert proc.returncode == 0, f"CUDA source check failed:\n{proc.stdout[-6000:]}\n{proc.stderr[-6000:]}"
 
 
-def test_cuda_kernels_in_cpu_emulation(tmp_path):
-    """The kernels' indexing, tiling, guards, splits and profiles, run on the CPU."""
+def _run_emulation(tmp_path, extra_flags=()):
     cxx = _compiler()
     if cxx is None:
         pytest.skip("no C++ compiler found for the CUDA emulation test")
     exe = tmp_path / "emulate"
     build = subprocess.run(
-        [cxx, "-std=c++20", "-O1", "-pthread", "-Wno-unknown-pragmas",
+        [cxx, "-std=c++20", "-O1", "-pthread", "-Wno-unknown-pragmas", *extra_flags,
          f"-I{ROOT / 'tests' / 'cuda_emulation' / 'include'}", f"-I{ROOT / 'csrc' / 'cuda'}",
          str(ROOT / "tests" / "cuda_emulation" / "emulate.cpp"), "-o", str(exe)],
         capture_output=True, text=True, timeout=300)
     if build.returncode != 0 and ("<barrier>" in build.stderr or "c++20" in build.stderr):
         pytest.skip(f"{cxx} lacks C++20 <barrier>: {build.stderr[-300:]}")
+    if build.returncode != 0 and extra_flags and "sanitize" in build.stderr:
+        pytest.skip(f"{cxx} cannot build with {' '.join(extra_flags)}: {build.stderr[-300:]}")
     assert build.returncode == 0, f"emulation build failed:\n{build.stderr[-4000:]}"
     run = subprocess.run([str(exe)], capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, f"emulated CUDA kernels disagree with the reference:\n{run.stdout}"
+    assert run.returncode == 0, (
+        f"emulated CUDA kernels disagree with the reference or a sanitizer fired:\n"
+        f"{run.stdout[-4000:]}\n{run.stderr[-4000:]}")
+
+
+def test_cuda_kernels_in_cpu_emulation(tmp_path):
+    """The kernels' indexing, tiling, guards, splits and profiles, run on the CPU."""
+    _run_emulation(tmp_path)
+
+
+@pytest.mark.slow
+def test_cuda_kernels_in_cpu_emulation_sanitized(tmp_path):
+    """The same under AddressSanitizer and UBSan: out-of-bounds index arithmetic (about 20 s)."""
+    _run_emulation(tmp_path, ("-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=all",
+                              "-fno-omit-frame-pointer"))
