@@ -10,6 +10,7 @@ import torch
 
 import kops
 from kops.dispatch import backends, select_backend
+from kops.kernels import resolve_kernel
 from kops.backends.base import Case
 from kops.testing import assert_kmv_close, kmv_error, random_problem, reference_kmv_grads, tolerance
 
@@ -183,3 +184,46 @@ def test_binding_errors_are_python_exceptions():
         torch.ops.kops._cuda_kmv(out, x, z[:, :3], v, 7, 1.0, 1.0)
     with pytest.raises(RuntimeError, match="float32 and float64"):
         torch.ops.kops._cuda_kmv(out.half(), x.half(), z[:, :3].half(), v.half(), 0, 1.0, 1.0)
+
+
+def _time_ms(fn, repeats=5):
+    fn()
+    torch.cuda.synchronize()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    best = float("inf")
+    for _ in range(repeats):
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        best = min(best, start.elapsed_time(end))
+    return best
+
+
+@pytest.mark.parametrize("kernel", ["gaussian", "laplacian"])
+@pytest.mark.parametrize("d", [3, 16, 64])
+def test_register_blocking_beats_one_row_per_thread(kernel, d, generator, record_property):
+    # The same kernel with one row per thread (the design register blocking improves on):
+    # both must be right, and the blocked one must not be slower.
+    n = m = 2**15
+    x, z, v, bw = random_problem(n, m, d, 1, device="cuda", generator=generator)
+    spec = resolve_kernel(kernel, bw)
+    code = {"gaussian": 0, "laplacian": 1}[kernel]
+    v2 = v.reshape(m, 1)
+    outs = {}
+
+    def run(baseline):
+        out = torch.zeros(n, 1, device="cuda")
+        torch.ops.kops._cuda_kmv(out, x, z, v2, code, spec.scale, 1.0, baseline)
+        outs[baseline] = out
+
+    times = {baseline: _time_ms(lambda: run(baseline)) for baseline in (False, True)}
+    for out in outs.values():
+        _check_rows(out, x, z, v2, kernel, bw, rows=torch.arange(128))
+    pairs = float(n) * m
+    record_property("gpairs_per_s_blocked", pairs / times[False] / 1e6)
+    record_property("gpairs_per_s_one_row", pairs / times[True] / 1e6)
+    print(f"{kernel} d={d}: register-blocked {pairs / times[False] / 1e6:.0f} Gpairs/s, "
+          f"one row per thread {pairs / times[True] / 1e6:.0f} Gpairs/s "
+          f"({times[True] / times[False]:.2f}x)")
+    assert times[False] <= 1.1 * times[True]

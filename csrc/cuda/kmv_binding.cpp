@@ -2,7 +2,9 @@
 //
 // Registers two private ops for the CUDA dispatch key, called by kops/backends/cuda_native.py:
 //   kops::_cuda_kmv(Tensor(a!) out, Tensor x, Tensor z, Tensor v, int kernel, float scale,
-//                   float alpha) -> ()                    out += alpha * K(x, z) v
+//                   float alpha, bool one_row_per_thread=False) -> ()
+//                                                         out += alpha * K(x, z) v
+//     (one_row_per_thread: the unblocked baseline design, for benchmarks only)
 //   kops::_cuda_kmv_grad(Tensor(a!) gx, Tensor x, Tensor z, Tensor v, Tensor g, int kernel,
 //                        float scale) -> ()               gx += d<g, K(x, z) v>/dx
 // `kernel` is the KernelKind number. Only light headers are included (no torch/extension.h).
@@ -56,7 +58,8 @@ at::Tensor workspace(int64_t bytes, const at::Tensor& like) {
 }
 
 void cuda_kmv(const at::Tensor& out, const at::Tensor& x, const at::Tensor& z,
-              const at::Tensor& v, int64_t kernel, double scale, double alpha) {
+              const at::Tensor& v, int64_t kernel, double scale, double alpha,
+              bool one_row_per_thread) {
   check_matrix(x, "x", x);
   check_matrix(z, "z", x);
   check_matrix(v, "v", x);
@@ -96,6 +99,10 @@ void cuda_kmv(const at::Tensor& out, const at::Tensor& x, const at::Tensor& z,
   p.c = c;
   p.scale = scale;
   p.alpha = alpha;
+  p.one_row_per_thread = one_row_per_thread;
+  TORCH_CHECK(!one_row_per_thread || (dtype == DType::Float32 && c == 1 && kernel <= 1),
+              "kops._cuda: the one-row-per-thread baseline covers float32, c = 1, Gaussian and "
+              "Laplacian only");
   int64_t bytes = 0;
   C10_CUDA_CHECK(kops::cuda::kmv_workspace_bytes(kind, dtype, p, &bytes));
   const at::Tensor scratch = workspace(bytes, x);
@@ -164,7 +171,7 @@ void cuda_kmv_grad(const at::Tensor& gx, const at::Tensor& x, const at::Tensor& 
 
 TORCH_LIBRARY_FRAGMENT(kops, m) {
   m.def("_cuda_kmv(Tensor(a!) out, Tensor x, Tensor z, Tensor v, int kernel, float scale, "
-        "float alpha) -> ()");
+        "float alpha, bool one_row_per_thread=False) -> ()");
   m.def("_cuda_kmv_grad(Tensor(a!) gx, Tensor x, Tensor z, Tensor v, Tensor g, int kernel, "
         "float scale) -> ()");
 }

@@ -92,7 +92,7 @@ cudaError_t blocks_per_sm(Kernel kernel, int* out) {
   return cudaSuccess;
 }
 
-template <typename T, KernelKind K, int D, int CC, bool Grad>
+template <typename T, KernelKind K, int D, int CC, int Kind>  // Kind: RFORCE, -1 for gradients
 struct VariantTag {};
 
 // Adds the partial sums of a split launch to the output, in split order.
@@ -106,18 +106,18 @@ cudaError_t launch_reduce(const T* partial, int64_t splits, int64_t n, int64_t c
   return cudaGetLastError();
 }
 
-template <typename T, KernelKind K, int D, int CC>
+template <typename T, KernelKind K, int D, int CC, int RFORCE = 0>
 cudaError_t launch_kmv(const KmvProblem& p, cudaStream_t stream, int64_t* query) {
-  constexpr int R = detail::rows_per_thread<T, D, CC>();
+  constexpr int R = RFORCE > 0 ? RFORCE : detail::rows_per_thread<T, D, CC>();
   constexpr int TZ = detail::tile_points<T, D, CC>();
-  auto kernel = detail::kmv_kernel<T, K, D, CC>;
+  auto kernel = detail::kmv_kernel<T, K, D, CC, RFORCE>;
   const int64_t row_blocks = (p.n + int64_t(kThreads) * R - 1) / (int64_t(kThreads) * R);
   const int64_t col_chunks = (p.c + CC - 1) / CC;
   if (row_blocks > 2147483647LL || col_chunks > 65535) return cudaErrorInvalidValue;
   int sms = 0, per_sm = 0;
   cudaError_t err = multiprocessors(&sms);
   if (err != cudaSuccess) return err;
-  err = blocks_per_sm<VariantTag<T, K, D, CC, false>>(kernel, &per_sm);
+  err = blocks_per_sm<VariantTag<T, K, D, CC, RFORCE>>(kernel, &per_sm);
   if (err != cudaSuccess) return err;
   const int64_t available = query ? -1 : (p.workspace ? p.workspace_bytes : 0);
   const Plan plan = plan_splits(row_blocks * col_chunks, p.m, TZ, sms, per_sm, p.n * p.c,
@@ -156,9 +156,28 @@ cudaError_t kmv_by_cols(const KmvProblem& p, cudaStream_t stream, int64_t* query
   return kmv_by_dim<T, K, 16>(p, stream, query);
 }
 
+// The one-row-per-thread baseline (float32, c == 1, Gaussian and Laplacian; D in {3, 16, 64}),
+// selected by KmvProblem::one_row_per_thread, to measure what register blocking gains.
+template <typename T, KernelKind K>
+cudaError_t kmv_baseline(const KmvProblem& p, cudaStream_t stream, int64_t* query) {
+  if (p.d <= 3) return launch_kmv<T, K, 3, 1, 1>(p, stream, query);
+  if (p.d <= 16) return launch_kmv<T, K, 16, 1, 1>(p, stream, query);
+  return launch_kmv<T, K, 64, 1, 1>(p, stream, query);
+}
+
 template <typename T>
 cudaError_t kmv_by_kernel(KernelKind kernel, const KmvProblem& p, cudaStream_t stream,
                           int64_t* query) {
+  if (p.one_row_per_thread) {
+    if constexpr (sizeof(T) == 4) {
+      if (p.c != 1) return cudaErrorInvalidValue;
+      if (kernel == KernelKind::Gaussian)
+        return kmv_baseline<T, KernelKind::Gaussian>(p, stream, query);
+      if (kernel == KernelKind::Laplacian)
+        return kmv_baseline<T, KernelKind::Laplacian>(p, stream, query);
+    }
+    return cudaErrorInvalidValue;
+  }
   switch (kernel) {
     case KernelKind::Gaussian: return kmv_by_cols<T, KernelKind::Gaussian>(p, stream, query);
     case KernelKind::Laplacian: return kmv_by_cols<T, KernelKind::Laplacian>(p, stream, query);
@@ -179,7 +198,7 @@ cudaError_t launch_grad(const KmvGradProblem& p, cudaStream_t stream, int64_t* q
   int sms = 0, per_sm = 0;
   cudaError_t err = multiprocessors(&sms);
   if (err != cudaSuccess) return err;
-  err = blocks_per_sm<VariantTag<T, K, D, CC, true>>(kernel, &per_sm);
+  err = blocks_per_sm<VariantTag<T, K, D, CC, -1>>(kernel, &per_sm);
   if (err != cudaSuccess) return err;
   const int64_t available = query ? -1 : (p.workspace ? p.workspace_bytes : 0);
   const Plan plan = plan_splits(row_blocks, p.m, TZ, sms, per_sm, p.n * p.d, int(sizeof(T)),

@@ -235,15 +235,16 @@ __device__ __forceinline__ void load_rows(T (&dst)[R][D], const T* __restrict__ 
 }
 
 // ---------------------------------------------------------------------------------------------
-// out += alpha * K(x, z) v for one (row block, column chunk, z split).
-template <typename T, KernelKind K, int D, int CC>
+// out += alpha * K(x, z) v for one (row block, column chunk, z split). RFORCE > 0 overrides the
+// rows per thread (RFORCE = 1 is the one-row-per-thread design, kept as a measured baseline).
+template <typename T, KernelKind K, int D, int CC, int RFORCE = 0>
 __global__ void __launch_bounds__(kThreads, 2)
     kmv_kernel(const T* __restrict__ x, int64_t xrs, int64_t xcs,
                const T* __restrict__ z, int64_t zrs, int64_t zcs,
                const T* __restrict__ v, int64_t vrs, int64_t vcs,
                T* __restrict__ out, int64_t ors, int64_t ocs, T* __restrict__ partial,
                int64_t n, int64_t m, int d, int64_t c, int64_t m_per_split, T coef, T alpha) {
-  constexpr int R = rows_per_thread<T, D, CC>();
+  constexpr int R = RFORCE > 0 ? RFORCE : rows_per_thread<T, D, CC>();
   constexpr int TZ = tile_points<T, D, CC>();
   constexpr int DP = Layout<T, D>::kDP;
   constexpr int DS = Layout<T, D>::kDStep;

@@ -39,6 +39,9 @@ struct KmvProblem {
   // less, the launch does not split the z range (still correct, possibly slower for small n).
   void* workspace;
   int64_t workspace_bytes;
+  // Benchmarking only: run the one-row-per-thread design (float32, c == 1, Gaussian or
+  // Laplacian) instead of the register-blocked kernel.
+  bool one_row_per_thread;
 };
 
 // Gradients of <g, K(x, z) v> with respect to x, added to gx (n, d):

@@ -110,10 +110,10 @@ void report(const char* what, double err, double tol) {
   if (!ok) ++failures;
 }
 
-template <typename T, KernelKind K, int D, int CC>
+template <typename T, KernelKind K, int D, int CC, int RFORCE = 0>
 void check_kmv(int64_t n, int64_t m, int d, int64_t c, int layout, int64_t per_split,
                std::mt19937_64& rng, double offset = 0) {
-  constexpr int R = kops::cuda::detail::rows_per_thread<T, D, CC>();
+  constexpr int R = RFORCE > 0 ? RFORCE : kops::cuda::detail::rows_per_thread<T, D, CC>();
   const double bw = std::sqrt(double(d)) + 0.5;
   const double scale = scale_of(K, bw), alpha = -1.5;
   Mat<T> x = random_mat<T>(n, d, layout, rng, offset);
@@ -127,7 +127,8 @@ void check_kmv(int64_t n, int64_t m, int d, int64_t c, int layout, int64_t per_s
   std::vector<T> partial(splits > 1 ? size_t(splits * n * c) : 0, T(std::nan("")));
   const dim3 grid{unsigned((n + kThreads * R - 1) / (kThreads * R)), unsigned((c + CC - 1) / CC),
                   unsigned(splits)};
-  launch(grid, kops::cuda::detail::kmv_kernel<T, K, D, CC>, (const T*)x.data.data(), x.rs, x.cs,
+  launch(grid, kops::cuda::detail::kmv_kernel<T, K, D, CC, RFORCE>, (const T*)x.data.data(), x.rs,
+         x.cs,
          (const T*)z.data.data(), z.rs, z.cs, (const T*)v.data.data(), v.rs, v.cs,
          out.data.data(), out.rs, out.cs, splits > 1 ? partial.data() : (T*)nullptr, n, m, d, c,
          per_split, T(kops::cuda::detail::profile_coef<T>(K, scale)), T(alpha));
@@ -155,8 +156,8 @@ void check_kmv(int64_t n, int64_t m, int d, int64_t c, int layout, int64_t per_s
     }
   char what[200];
   std::snprintf(what, sizeof what,
-                "kmv  %-6s k%d D=%-2d CC=%-2d n=%lld m=%lld d=%d c=%lld layout=%d splits=%lld",
-                sizeof(T) == 4 ? "f32" : "f64", int(K), D, CC, (long long)n, (long long)m, d,
+                "kmv  %-6s k%d D=%-2d CC=%-2d R=%d n=%lld m=%lld d=%d c=%lld layout=%d splits=%lld",
+                sizeof(T) == 4 ? "f32" : "f64", int(K), D, CC, R, (long long)n, (long long)m, d,
                 (long long)c, layout, (long long)splits);
   report(what, err, sizeof(T) == 4 ? 1e-5 : 1e-11);
 }
@@ -245,6 +246,7 @@ int main() {
   check_kmv<float, G, 32, 16>(257, 100, 29, 16, 0, 50, rng);
   check_kmv<float, L, 64, 1>(260, 90, 64, 1, 0, 90, rng);
   check_kmv<float, M5, 64, 16>(131, 70, 33, 5, 1, 33, rng);
+  check_kmv<float, G, 16, 1, 1>(300, 200, 9, 1, 0, 64, rng);  // one-row-per-thread baseline
   check_kmv<double, G, 4, 1>(513, 130, 2, 1, 0, 64, rng);
   check_kmv<double, L, 16, 16>(129, 65, 16, 20, 1, 65, rng);
   check_kmv<double, M3, 64, 1>(130, 40, 40, 1, 0, 13, rng);
