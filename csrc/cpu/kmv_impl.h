@@ -52,15 +52,20 @@ struct Profile {
   }
 };
 
-// Epilogues of the distance microkernel: what is stored for a vector of u values.
-enum Epilogue : int { kStoreKernel = 0, kStoreU = 1 };
+// Epilogues of the distance microkernel: what is stored for a vector of u values (the
+// kernel values, possibly rounded as a tf32 / bf16 operand, or u itself).
+enum Epilogue : int { kStoreKernel = 0, kStoreKernelTf32 = 1, kStoreKernelBf16 = 2, kStoreU = 3 };
 
 template <typename T, int KERN, int EPI>
 inline void finish(typename Ops<T>::V u, T* dst) {
-  if (EPI == kStoreKernel)
-    Ops<T>::store(dst, Profile<T, KERN>::value(u));
-  else
+  if (EPI == kStoreU) {
     Ops<T>::store(dst, u);
+    return;
+  }
+  typename Ops<T>::V k = Profile<T, KERN>::value(u);
+  if (EPI == kStoreKernelTf32) k = Ops<T>::template round_bits<13>(k);
+  if (EPI == kStoreKernelBf16) k = Ops<T>::template round_bits<16>(k);
+  Ops<T>::store(dst, k);
 }
 
 // GEMM-trick microkernel: a kMR x NR block (NR = 2 vectors) of scaled squared distances.
@@ -215,7 +220,7 @@ void distance_tile(const TileArgs<T>& a, int64_t g0, int64_t g1, int64_t p0, int
   if (a.same) {
     // x is z: the diagonal is exactly distance 0, whatever the rounding above did.
     const int64_t r0 = g0 * kMR, c0 = p0 * NR, c1 = p1 * NR;
-    const T diag = EPI == kStoreKernel ? T(1) : T(0);  // f(0) = 1 for every kops kernel
+    const T diag = EPI == kStoreU ? T(0) : T(1);  // f(0) = 1 for every kops kernel (exact in tf32 / bf16)
     const int64_t i_hi = imin(g1 * kMR, a.n);
     for (int64_t i = r0 > c0 ? r0 : c0; i < i_hi && i < c1; ++i) dst[(i - r0) * ldd + (i - c0)] = diag;
   }
@@ -265,7 +270,7 @@ void value_tile(const T* k, int64_t ldk, int64_t rows, const T* vt, int64_t ldv,
   if (rest == 1) value_rows<T, 8, 1>(k, ldk, rows, vt + l * ldv, ldv, cols, acc + l, c);
 }
 
-template <typename T, int KERN>
+template <typename T, int KERN, int EPI>
 void kmv_rows_k(const TileArgs<T>& a, int64_t g0, int64_t g1, int64_t p0, int64_t p1, T* acc,
                 T* work) {
   constexpr int NR = 2 * Ops<T>::W;
@@ -274,20 +279,28 @@ void kmv_rows_k(const TileArgs<T>& a, int64_t g0, int64_t g1, int64_t p0, int64_
   if (rows <= 0) return;
   for (int64_t t0 = p0; t0 < p1; t0 += a.tile_panels) {
     const int64_t t1 = imin(t0 + a.tile_panels, p1);
-    distance_tile<T, KERN, kStoreKernel>(a, g0, g1, t0, t1, work, ldk);
+    distance_tile<T, KERN, EPI>(a, g0, g1, t0, t1, work, ldk);
     value_tile<T>(work, ldk, rows, a.vt + t0 * NR, a.m_pad, (t1 - t0) * NR, acc, a.c);
+  }
+}
+
+template <typename T, int EPI>
+void kmv_rows_e(const TileArgs<T>& a, int64_t g0, int64_t g1, int64_t p0, int64_t p1, T* acc,
+                T* work) {
+  switch (a.kernel) {
+    case kGaussian: return kmv_rows_k<T, kGaussian, EPI>(a, g0, g1, p0, p1, acc, work);
+    case kLaplacian: return kmv_rows_k<T, kLaplacian, EPI>(a, g0, g1, p0, p1, acc, work);
+    case kMatern32: return kmv_rows_k<T, kMatern32, EPI>(a, g0, g1, p0, p1, acc, work);
+    default: return kmv_rows_k<T, kMatern52, EPI>(a, g0, g1, p0, p1, acc, work);
   }
 }
 
 template <typename T>
 void kmv_rows(const TileArgs<T>& a, int64_t g0, int64_t g1, int64_t p0, int64_t p1, T* acc,
               T* work) {
-  switch (a.kernel) {
-    case kGaussian: return kmv_rows_k<T, kGaussian>(a, g0, g1, p0, p1, acc, work);
-    case kLaplacian: return kmv_rows_k<T, kLaplacian>(a, g0, g1, p0, p1, acc, work);
-    case kMatern32: return kmv_rows_k<T, kMatern32>(a, g0, g1, p0, p1, acc, work);
-    default: return kmv_rows_k<T, kMatern52>(a, g0, g1, p0, p1, acc, work);
-  }
+  if (a.rounding == kTf32) return kmv_rows_e<T, kStoreKernelTf32>(a, g0, g1, p0, p1, acc, work);
+  if (a.rounding == kBf16) return kmv_rows_e<T, kStoreKernelBf16>(a, g0, g1, p0, p1, acc, work);
+  return kmv_rows_e<T, kStoreKernel>(a, g0, g1, p0, p1, acc, work);
 }
 
 // q = f'(u) * (G V^T) on one tile; the distance microkernel stores u, then each row is

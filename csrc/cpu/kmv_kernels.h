@@ -20,6 +20,8 @@ constexpr int kMR = 6;  // rows of X per micro-tile
 
 // kernels, in the order of their profile implementations
 enum KernelId : int { kGaussian = 0, kLaplacian = 1, kMatern32 = 2, kMatern52 = 3 };
+// operand rounding of the precision modes (kops/precision.py)
+enum Rounding : int { kIeee = 0, kTf32 = 1, kBf16 = 2 };
 
 template <typename T>
 struct TileArgs {
@@ -32,6 +34,7 @@ struct TileArgs {
   int kernel = kGaussian;
   bool direct = false;  // squared distances by direct differences instead of the GEMM trick
   bool same = false;    // x and z are the same points: K_ii = f(0) exactly
+  int rounding = kIeee;  // rounding of the kernel values before the product with V
   int64_t tile_panels = 16;  // panels of Z per tile (tile width tile_panels * NR)
   // gradient only
   const T* g = nullptr;  // grad_out, n x c row-major (contiguous)

@@ -98,13 +98,45 @@ bool same_points(const at::Tensor& x, const at::Tensor& z) {
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
+int rounding_of(const std::string& precision) {
+  if (precision == "ieee") return kIeee;
+  if (precision == "tf32") return kTf32;
+  if (precision == "bf16") return kBf16;
+  TORCH_CHECK(false, "kops native CPU kernel: unknown precision '", precision,
+              "' (expected ieee, tf32 or bf16)");
+}
+
+// An operand rounded as the precision mode does (kops/precision.py): through float32, round
+// to nearest even at 10 (tf32) or 7 (bf16) mantissa bits; non-finite values unchanged.
+template <typename T>
+inline T round_operand(T value, int rounding) {
+  if (rounding == kIeee || !std::isfinite(value)) return value;
+  float f = static_cast<float>(value);
+  uint32_t b;
+  std::memcpy(&b, &f, 4);
+  const int shift = rounding == kTf32 ? 13 : 16;
+  b = (b + ((1u << (shift - 1)) - 1u) + ((b >> shift) & 1u)) & ~((1u << shift) - 1u);
+  std::memcpy(&f, &b, 4);
+  return static_cast<T>(f);
+}
+
+template <typename T>
+void round_tensor(at::Tensor& t, int rounding) {  // contiguous t, in place
+  if (rounding == kIeee) return;
+  T* p = t.data_ptr<T>();
+  const int64_t len = t.numel();
+  at::parallel_for(0, len, 65536, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) p[i] = round_operand(p[i], rounding);
+  });
+}
+
 // (a - center) * scale, rows packed as groups of `w` rows, each group a d x w block (zero
 // padding past the last row), and the squared norms of the scaled rows (padded with 0) when
 // `norms` is defined: one pass over `a`, whatever its strides. Same operation order as
 // the torch reference's (a - center) * scale, so the scaled values are identical.
 template <typename T>
 void pack_scaled(const at::Tensor& a, const at::Tensor& center, double scale, int64_t w,
-                 at::Tensor& packed, at::Tensor* norms) {
+                 int rounding, at::Tensor& packed, at::Tensor* norms) {
   const int64_t r = a.size(0), d = a.size(1);
   const int64_t groups = ceil_div(r, w);
   packed = at::empty({groups, d, w}, a.options());
@@ -125,7 +157,7 @@ void pack_scaled(const at::Tensor& a, const at::Tensor& center, double scale, in
         if (i < r) {
           const T* row = src + i * s0;
           for (int64_t k = 0; k < d; ++k) {
-            const T val = (row[k * s1] - c[k]) * sc;
+            const T val = round_operand<T>((row[k * s1] - c[k]) * sc, rounding);
             blk[k * w + q] = val;
             sum += val * val;
           }
@@ -140,7 +172,7 @@ void pack_scaled(const at::Tensor& a, const at::Tensor& center, double scale, in
 
 // V (m x c, any strides) transposed into c x m_pad, zero past m.
 template <typename T>
-at::Tensor transpose_padded(const at::Tensor& v, int64_t m_pad) {
+at::Tensor transpose_padded(const at::Tensor& v, int64_t m_pad, int rounding) {
   const int64_t m = v.size(0), c = v.size(1);
   at::Tensor vt = at::empty({c, m_pad}, v.options());
   const T* src = v.data_ptr<T>();
@@ -148,7 +180,7 @@ at::Tensor transpose_padded(const at::Tensor& v, int64_t m_pad) {
   T* dst = vt.data_ptr<T>();
   for (int64_t l = 0; l < c; ++l) {
     T* o = dst + l * m_pad;
-    for (int64_t j = 0; j < m; ++j) o[j] = src[j * s0 + l * s1];
+    for (int64_t j = 0; j < m; ++j) o[j] = round_operand<T>(src[j * s0 + l * s1], rounding);
     for (int64_t j = m; j < m_pad; ++j) o[j] = T(0);
   }
   return vt;
@@ -173,7 +205,7 @@ struct Prepared {
 // `rows`: also keep the scaled rows xs, zs (row-major) for the gradient's products.
 template <typename T>
 Prepared prepare(const at::Tensor& x, const at::Tensor& z, const at::Tensor& v, double scale,
-                 int nr, bool rows) {
+                 int nr, bool rows, int rounding, bool round_v) {
   Prepared p;
   p.same = same_points(x, z);
   p.direct = x.size(1) <= kDirectMaxD;
@@ -185,13 +217,19 @@ Prepared prepare(const at::Tensor& x, const at::Tensor& z, const at::Tensor& v, 
   const at::Tensor center = z.mean(0).contiguous();
   at::Tensor* xn = p.direct ? nullptr : &p.xn;
   at::Tensor* zn = p.direct ? nullptr : &p.zn;
-  pack_scaled<T>(x, center, scale, kMR, p.xp, xn);
-  pack_scaled<T>(z, center, scale, nr, p.zp, zn);
+  pack_scaled<T>(x, center, scale, kMR, rounding, p.xp, xn);
+  pack_scaled<T>(z, center, scale, nr, rounding, p.zp, zn);
   if (rows) {
     p.xs = (x - center).mul_(scale).contiguous();
-    p.zs = p.same ? p.xs : (z - center).mul_(scale).contiguous();
+    round_tensor<T>(p.xs, rounding);
+    if (p.same) {
+      p.zs = p.xs;
+    } else {
+      p.zs = (z - center).mul_(scale).contiguous();
+      round_tensor<T>(p.zs, rounding);
+    }
   }
-  p.vt = transpose_padded<T>(v, p.panels * nr);
+  p.vt = transpose_padded<T>(v, p.panels * nr, round_v ? rounding : kIeee);
   return p;
 }
 
@@ -227,12 +265,14 @@ void run_tasks(int64_t ntasks, const Body& body) {
 
 template <typename T>
 void kmv_accumulate_impl(at::Tensor& out, const at::Tensor& x, const at::Tensor& z,
-                         const at::Tensor& v, const KernelInfo& k, double alpha) {
+                         const at::Tensor& v, const KernelInfo& k, double alpha, int rounding) {
   const IsaTable* table = isa();
   const int nr = sizeof(T) == 4 ? table->nr_f32 : table->nr_f64;
   const int64_t n = x.size(0), m = z.size(0), d = x.size(1), c = v.size(1);
-  const Prepared p = prepare<T>(x, z, v, k.scale, nr, false);
+  // precision modes: the operands of both products (scaled x and z, K, V) are rounded
+  const Prepared p = prepare<T>(x, z, v, k.scale, nr, false, rounding, true);
   TileArgs<T> a = tile_args<T>(p, k.id, n, m, d, c);
+  a.rounding = rounding;
   a.tile_panels = std::max<int64_t>(1, kTileBytes / static_cast<int64_t>(sizeof(T)) / nr);
   auto rows_fn = sizeof(T) == 4 ? reinterpret_cast<void*>(table->kmv_rows_f32)
                                 : reinterpret_cast<void*>(table->kmv_rows_f64);
@@ -283,9 +323,10 @@ void kmv_accumulate_impl(at::Tensor& out, const at::Tensor& x, const at::Tensor&
 
 void cpu_kmv_accumulate(at::Tensor out, const at::Tensor& x, const at::Tensor& z,
                         const at::Tensor& v, c10::string_view kernel, double bandwidth,
-                        double alpha) {
+                        double alpha, c10::string_view precision) {
   check_inputs(x, z, v);
   const KernelInfo k = kernel_info(std::string(kernel), bandwidth);
+  const int rounding = rounding_of(std::string(precision));
   TORCH_CHECK(out.device().is_cpu() && out.scalar_type() == x.scalar_type() && out.is_contiguous(),
               "kops native CPU kernel: out must be a contiguous CPU tensor of x's dtype (",
               x.scalar_type(), "), got ", out.scalar_type(), out.is_contiguous() ? "" : " non-contiguous");
@@ -295,9 +336,9 @@ void cpu_kmv_accumulate(at::Tensor out, const at::Tensor& x, const at::Tensor& z
   if (x.size(0) == 0 || z.size(0) == 0 || v.size(1) == 0 || alpha == 0.0) return;
   at::NoGradGuard no_grad;
   if (x.scalar_type() == at::kFloat)
-    kmv_accumulate_impl<float>(out, x, z, v, k, alpha);
+    kmv_accumulate_impl<float>(out, x, z, v, k, alpha, rounding);
   else
-    kmv_accumulate_impl<double>(out, x, z, v, k, alpha);
+    kmv_accumulate_impl<double>(out, x, z, v, k, alpha, rounding);
 }
 
 // Gradients of <grad_out, K(x, z) v>: with q_ij = f'(u_ij) <g_i, v_j>,
@@ -307,11 +348,12 @@ void cpu_kmv_accumulate(at::Tensor out, const at::Tensor& x, const at::Tensor& z
 template <typename T>
 std::tuple<at::Tensor, at::Tensor> kmv_grad_impl(const at::Tensor& x, const at::Tensor& z,
                                                  const at::Tensor& v, const at::Tensor& grad_out,
-                                                 const KernelInfo& k) {
+                                                 const KernelInfo& k, int rounding) {
   const IsaTable* table = isa();
   const int nr = sizeof(T) == 4 ? table->nr_f32 : table->nr_f64;
   const int64_t n = x.size(0), m = z.size(0), d = x.size(1), c = v.size(1);
-  const Prepared p = prepare<T>(x, z, v, k.scale, nr, true);
+  // precision modes: as the reference, only the scaled x and z are rounded here
+  const Prepared p = prepare<T>(x, z, v, k.scale, nr, true, rounding, false);
   const at::Tensor g = pad_rows(grad_out, p.groups * kMR);
   const at::Tensor zs_pad = pad_rows(p.zs, p.panels * nr);
   TileArgs<T> a = tile_args<T>(p, k.id, n, m, d, c);
@@ -366,9 +408,11 @@ std::tuple<at::Tensor, at::Tensor> kmv_grad_impl(const at::Tensor& x, const at::
 
 std::tuple<at::Tensor, at::Tensor> cpu_kmv_grad_xz(const at::Tensor& x, const at::Tensor& z,
                                                    const at::Tensor& v, const at::Tensor& grad_out,
-                                                   c10::string_view kernel, double bandwidth) {
+                                                   c10::string_view kernel, double bandwidth,
+                                                   c10::string_view precision) {
   check_inputs(x, z, v);
   const KernelInfo k = kernel_info(std::string(kernel), bandwidth);
+  const int rounding = rounding_of(std::string(precision));
   TORCH_CHECK(grad_out.device().is_cpu() && grad_out.scalar_type() == x.scalar_type(),
               "kops native CPU kernel: grad_out must be a CPU tensor of x's dtype");
   TORCH_CHECK(grad_out.dim() == 2 && grad_out.size(0) == x.size(0) && grad_out.size(1) == v.size(1),
@@ -377,8 +421,8 @@ std::tuple<at::Tensor, at::Tensor> cpu_kmv_grad_xz(const at::Tensor& x, const at
   if (x.size(0) == 0 || z.size(0) == 0 || v.size(1) == 0)
     return {at::zeros(x.sizes(), x.options()), at::zeros(z.sizes(), z.options())};
   at::NoGradGuard no_grad;
-  if (x.scalar_type() == at::kFloat) return kmv_grad_impl<float>(x, z, v, grad_out, k);
-  return kmv_grad_impl<double>(x, z, v, grad_out, k);
+  if (x.scalar_type() == at::kFloat) return kmv_grad_impl<float>(x, z, v, grad_out, k, rounding);
+  return kmv_grad_impl<double>(x, z, v, grad_out, k, rounding);
 }
 
 std::string cpu_isa() { return isa()->name; }
@@ -388,12 +432,13 @@ std::string cpu_isa() { return isa()->name; }
 
 // Private ops of the native CPU backend (not part of the public kops schemas in ops.cpp).
 TORCH_LIBRARY_FRAGMENT(kops, m) {
-  // out (n, c, contiguous, dtype of x) += alpha * K(x, z) @ v; float32 / float64, CPU.
+  // out (n, c, contiguous, dtype of x) += alpha * K(x, z) @ v; float32 / float64, CPU;
+  // precision "ieee", or "tf32" / "bf16" emulated by rounding the operands.
   m.def("_cpu_kmv_accumulate(Tensor(a!) out, Tensor x, Tensor z, Tensor v, str kernel, "
-        "float bandwidth, float alpha) -> ()");
+        "float bandwidth, float alpha, str precision=\"ieee\") -> ()");
   // (grad_x, grad_z) of <grad_out, K(x, z) @ v>, dtype of x.
   m.def("_cpu_kmv_grad_xz(Tensor x, Tensor z, Tensor v, Tensor grad_out, str kernel, "
-        "float bandwidth) -> (Tensor, Tensor)");
+        "float bandwidth, str precision=\"ieee\") -> (Tensor, Tensor)");
   // name of the instruction set the native CPU kernels use ("avx2" or "portable")
   m.def("_cpu_isa() -> str", &kops_cpu::cpu_isa);
 }

@@ -99,6 +99,22 @@ struct PortableOps {
     for (int k = 0; k < N; ++k) r.v[k] = std::exp(-a.v[k]);
     return r;
   }
+  // Operand rounding of the reduced-precision modes (kops/precision.py): to float32, then
+  // round to nearest even at 10 (tf32) or 7 (bf16) mantissa bits, back to T.
+  template <int SHIFT>
+  static inline V round_bits(const V& a) {
+    V r;
+    for (int k = 0; k < N; ++k) {
+      float f = static_cast<float>(a.v[k]);
+      uint32_t b;
+      std::memcpy(&b, &f, 4);
+      const uint32_t half = (1u << (SHIFT - 1)) - 1u;
+      b = (b + half + ((b >> SHIFT) & 1u)) & ~((1u << SHIFT) - 1u);
+      std::memcpy(&f, &b, 4);
+      r.v[k] = static_cast<T>(f);
+    }
+    return r;
+  }
   static inline T hsum(const V& a) {
     T s = T(0);
     for (int k = 0; k < N; ++k) s += a.v[k];
@@ -156,6 +172,15 @@ struct Avx2F {
     const __m256i e = _mm256_add_epi32(_mm256_castps_si256(nf), _mm256_set1_epi32(127 + 64));
     return _mm256_mul_ps(p, _mm256_castsi256_ps(_mm256_slli_epi32(e, 23)));
   }
+  // round to nearest even at 23 - SHIFT mantissa bits (tf32: SHIFT 13, bf16: SHIFT 16)
+  template <int SHIFT>
+  static inline V round_bits(V a) {
+    __m256i b = _mm256_castps_si256(a);
+    const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(b, SHIFT), _mm256_set1_epi32(1));
+    b = _mm256_add_epi32(b, _mm256_add_epi32(_mm256_set1_epi32((1 << (SHIFT - 1)) - 1), lsb));
+    b = _mm256_and_si256(b, _mm256_set1_epi32(~((1 << SHIFT) - 1)));
+    return _mm256_castsi256_ps(b);
+  }
   static inline float hsum(V a) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -206,6 +231,15 @@ struct Avx2D {
     }
     const __m256i e = _mm256_add_epi64(_mm256_castpd_si256(nf), _mm256_set1_epi64x(1023 + 600));
     return _mm256_mul_pd(p, _mm256_castsi256_pd(_mm256_slli_epi64(e, 52)));
+  }
+  // as Avx2F::round_bits, on the float32 conversion (the reference rounds via float32)
+  template <int SHIFT>
+  static inline V round_bits(V a) {
+    __m128i b = _mm_castps_si128(_mm256_cvtpd_ps(a));
+    const __m128i lsb = _mm_and_si128(_mm_srli_epi32(b, SHIFT), _mm_set1_epi32(1));
+    b = _mm_add_epi32(b, _mm_add_epi32(_mm_set1_epi32((1 << (SHIFT - 1)) - 1), lsb));
+    b = _mm_and_si128(b, _mm_set1_epi32(~((1 << SHIFT) - 1)));
+    return _mm256_cvtps_pd(_mm_castsi128_ps(b));
   }
   static inline double hsum(V a) {
     __m128d s = _mm_add_pd(_mm256_castpd256_pd128(a), _mm256_extractf128_pd(a, 1));

@@ -11,8 +11,10 @@ tile is multiplied with V before the next one is formed. CPUs without AVX2/FMA g
 portable build of the same kernels (``torch.ops.kops._cpu_isa()`` says which is used).
 
 Supported: float32 and float64 (float16 / bfloat16 are upcast to float32, as the reference
-does), the four kops kernels, ``kmv`` / ``kmv_accumulate`` and ``kmv_grad_xz``, precision
-"ieee" only (the tf32 / bf16 emulation of the reference is not reproduced here).
+does), the four kops kernels, ``kmv`` / ``kmv_accumulate`` and ``kmv_grad_xz``, and the three
+precision modes: "ieee" exact, "tf32" / "bf16" emulated as in the reference by rounding the
+operands of both products (scaled x and z, the kernel values, V) to 10 / 7 mantissa bits.
+``kernel_matrix`` is left to the torch backend.
 """
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ __all__ = ["CpuNativeBackend"]
 _KERNELS = ("gaussian", "laplacian", "matern32", "matern52")
 _OPS = ("kmv", "kmv_grad_xz")
 _DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+_PRECISIONS = ("ieee", "tf32", "bf16")
 
 # Where "auto" prefers this backend over the torch reference (see bench/bench_cpu.py and
 # bench/results/cpu_*.json): measured faster for every size tried, from n = m = 1 up (the
@@ -70,11 +73,8 @@ class CpuNativeBackend(Backend):
             return f"the native CPU backend does not support dtype {case.dtype}"
         if case.kernel not in _KERNELS:
             return f"the native CPU backend does not implement the {case.kernel!r} kernel"
-        if case.precision != "ieee":
-            return (
-                f"the native CPU backend computes exact (ieee) products only; precision "
-                f"{case.precision!r} is emulated by the torch backend"
-            )
+        if case.precision not in _PRECISIONS:
+            return f"the native CPU backend does not implement precision {case.precision!r}"
         return None
 
     def preferred(self, case: Case) -> bool:
@@ -88,12 +88,12 @@ class CpuNativeBackend(Backend):
     def kmv(self, x, z, v, kernel, precision, out, alpha) -> None:
         """``out += alpha * K(x, z) @ v`` (out contiguous, accumulation dtype)."""
         x, z, v = _upcast(x, z, v)
-        torch.ops.kops._cpu_kmv_accumulate(out, x, z, v, kernel.name, kernel.bandwidth, float(alpha))
+        torch.ops.kops._cpu_kmv_accumulate(out, x, z, v, kernel.name, kernel.bandwidth, float(alpha), precision)
 
     def kmv_grad_xz(self, x, z, v, grad_out, kernel, precision):
         """Gradients of ``<grad_out, K(x, z) @ v>`` with respect to x and z."""
         x, z, v, grad_out = _upcast(x, z, v, grad_out)
-        return torch.ops.kops._cpu_kmv_grad_xz(x, z, v, grad_out, kernel.name, kernel.bandwidth)
+        return torch.ops.kops._cpu_kmv_grad_xz(x, z, v, grad_out, kernel.name, kernel.bandwidth, precision)
 
 
 register_backend(CpuNativeBackend())
