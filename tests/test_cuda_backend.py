@@ -1,7 +1,8 @@
 """The native CUDA backend ("cuda", csrc/cuda) against the float64 reference (needs a GPU).
 
 Run by bench/gpu_check.sh (``pytest -m gpu``); skipped on machines without a CUDA device and
-when the extension was built without CUDA. Sizes are awkward on purpose: partial row blocks
+when the extension was built without CUDA. About 90 tests; the float64 references run on the
+CPU on a few hundred rows each, so the file should take well under a minute on a GPU machine. Sizes are awkward on purpose: partial row blocks
 and z tiles, d just below / above the compiled buckets (3, 4, 8, 16, 32, 64), c = 1 and c
 across the 16-column chunks, and m large enough for the z range to be split over blocks.
 """
@@ -31,7 +32,7 @@ def _needs_cuda_backend():
 def _check_rows(out, x, z, v, kernel, bw, rows=None, factor=1.0):
     """Compare the given rows of a GPU result with the float64 reference on the CPU."""
     if rows is None:
-        rows = torch.arange(min(out.shape[0], 300))
+        rows = torch.arange(min(out.shape[0], 200))
     rows = rows.to(x.device)
     assert_kmv_close(out[rows].cpu(), x[rows].cpu(), z.cpu(), v.cpu(), kernel, bw, factor=factor)
 
@@ -39,8 +40,8 @@ def _check_rows(out, x, z, v, kernel, bw, rows=None, factor=1.0):
 @pytest.mark.parametrize("kernel", KERNELS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("n,m,d,c", [
-    (1, 1, 1, 1), (1, 1025, 3, 1), (1025, 97, 4, 2), (513, 300, 5, 17), (129, 4099, 16, 1),
-    (3001, 2049, 17, 10), (257, 5000, 33, 3), (1030, 777, 64, 16), (70, 8200, 2, 33),
+    (1, 1, 1, 1), (1025, 97, 4, 2), (3001, 2049, 17, 10), (257, 5000, 33, 3), (1030, 777, 64, 16),
+    (70, 8200, 2, 33),
 ])
 def test_kmv_matches_reference(kernel, dtype, n, m, d, c, generator):
     x, z, v, bw = random_problem(n, m, d, c, dtype=dtype, device="cuda", generator=generator)
@@ -62,8 +63,9 @@ def test_vector_v_and_offset_data(dtype, generator):
 def test_non_contiguous_inputs(generator):
     x, z, v, bw = random_problem(1000, 1500, 7, 5, device="cuda", generator=generator)
     xt = x.T.contiguous().T                      # column-major
-    zs = torch.cat([z, z], 1)[:, ::2]            # column stride 2
-    vs = torch.cat([v, v], 0)[::2]               # row stride 2c
+    zs = torch.stack([z, z], 2).reshape(1500, 14)[:, ::2]  # z with column stride 2
+    vs = torch.stack([v, v], 1).reshape(3000, 5)[::2]      # v with row stride 2c
+    assert torch.equal(zs, z) and torch.equal(vs, v)
     assert not (xt.is_contiguous() or zs.is_contiguous() or vs.is_contiguous())
     out = kops.kmv(xt, zs, vs, "laplacian", bw, backend="cuda")
     _check_rows(out, x, z, v, "laplacian", bw)
@@ -117,8 +119,8 @@ def test_element_offsets_beyond_2_to_the_31():
 
 @pytest.mark.parametrize("kernel", KERNELS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("n,m,d,c", [(300, 5000, 3, 1), (129, 77, 20, 11), (1025, 700, 32, 16),
-                                     (200, 300, 40, 3), (100, 200, 8, 20)])  # last two: torch fallback
+@pytest.mark.parametrize("n,m,d,c", [(300, 5000, 3, 1), (1025, 700, 32, 16),
+                                     (200, 300, 40, 3)])  # the last: torch fallback (d > 32)
 def test_gradients_match_reference(kernel, dtype, n, m, d, c, generator):
     x, z, v, bw = random_problem(n, m, d, c, dtype=dtype, device="cuda", generator=generator)
     z[:5] = x[:5]  # coincident points: the Laplacian's gradient there is 0, never NaN
@@ -219,7 +221,7 @@ def test_register_blocking_beats_one_row_per_thread(kernel, d, generator, record
 
     times = {baseline: _time_ms(lambda: run(baseline)) for baseline in (False, True)}
     for out in outs.values():
-        _check_rows(out, x, z, v2, kernel, bw, rows=torch.arange(128))
+        _check_rows(out, x, z, v2, kernel, bw, rows=torch.arange(32))
     pairs = float(n) * m
     record_property("gpairs_per_s_blocked", pairs / times[False] / 1e6)
     record_property("gpairs_per_s_one_row", pairs / times[True] / 1e6)
