@@ -4,13 +4,17 @@
 #   bash scripts/check_cuda_sources.sh [--no-binding]
 #
 # 1. Every torch-free CUDA source (csrc/cuda/*.cu; each instantiates all of its template
-#    variants, see csrc/cuda/kmv_dispatch.cuh) is compiled with nvcc to a cubin for each architecture in KOPS_CHECK_ARCHS
-#    (default "80 90"), with warnings as errors and `-Xptxas -v`. The check FAILS if ptxas
-#    reports a register spill or a stack frame (both mean local memory in the hot loops) for any
-#    kernel, or if a .cu/.cuh file includes a torch header. A register table is printed.
+#    variants, see csrc/cuda/kmv_dispatch.cuh) is compiled with nvcc to a cubin for each
+#    architecture in KOPS_CHECK_ARCHS (default "80 90"), with warnings as errors and
+#    `-Xptxas -v`. The check FAILS if ptxas reports a register spill or a stack frame (both mean
+#    local memory in the hot loops) for any kernel, or if a .cu/.cuh/.h file includes a torch
+#    header. A register table is printed.
 # 2. Unless --no-binding: the torch binding (csrc/cuda/*.cpp) is syntax-checked with the host
 #    compiler against the installed torch's headers; a CPU-only torch lacks one generated CUDA
 #    header (c10/cuda/impl/cuda_cmake_macros.h), which is then stubbed for the check.
+#
+# Cost: about 80 s of CPU time (nvcc 13.0: 228 kernels x 2 architectures, plus the binding),
+# run KOPS_CHECK_JOBS at a time (default: the CPU count): about 40 s on two idle cores.
 #
 # Exit status: 0 passed, 1 failed, 77 nvcc not found (nothing checked).
 set -uo pipefail
