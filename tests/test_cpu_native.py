@@ -99,6 +99,21 @@ def test_few_rows_many_centers_split_over_threads(threads, generator):
     assert_kmv_close(out, x, z, v, "gaussian", bw)
 
 
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_gradient_with_few_rows_split_over_threads(threads, generator):
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        x, z, v, bw = random_problem(5, 2100, 9, 2, dtype=torch.float64, generator=generator)
+        g = torch.randn(5, 2, generator=generator, dtype=torch.float64)
+        gx, gz = torch.ops.kops.kmv_grad_xz(x, z, v, g, "laplacian", bw, "ieee", "cpu")
+    finally:
+        torch.set_num_threads(previous)
+    want_x, want_z, _ = reference_kmv_grads(x, z, v, g, "laplacian", bw)
+    torch.testing.assert_close(gx, want_x, rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(gz, want_z, rtol=1e-9, atol=1e-12)
+
+
 def test_far_from_origin_data_is_accurate(generator):
     x, z, v, bw = random_problem(97, 129, 59, 2, generator=generator, offset=1000.0 * 59**0.5)
     assert_kmv_close(_kmv(x, z, v, "gaussian", bw), x, z, v, "gaussian", bw)

@@ -344,7 +344,8 @@ void cpu_kmv_accumulate(at::Tensor out, const at::Tensor& x, const at::Tensor& z
 // Gradients of <grad_out, K(x, z) v>: with q_ij = f'(u_ij) <g_i, v_j>,
 //   gx = 2 scale (rowsum(q) xs - q zs),  gz = 2 scale (colsum(q) zs - q^T xs).
 // q is formed one block x tile at a time by the tile kernels; the two products with it run
-// through ATen (BLAS) on the tile. gx rows belong to one task; gz is summed per worker.
+// through ATen (BLAS) on the tile. gx rows belong to one task (unless Z is split for lack
+// of row blocks: then gx is summed per worker too); gz is summed per worker.
 template <typename T>
 std::tuple<at::Tensor, at::Tensor> kmv_grad_impl(const at::Tensor& x, const at::Tensor& z,
                                                  const at::Tensor& v, const at::Tensor& grad_out,
@@ -369,24 +370,37 @@ std::tuple<at::Tensor, at::Tensor> kmv_grad_impl(const at::Tensor& x, const at::
   const auto opts = x.options();
   at::Tensor gx = at::zeros({n, d}, opts);
   const int64_t blocks = ceil_div(p.groups, kGradBlockGroups);
-  const int64_t workers = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), blocks));
-  // per-worker sums for gz (m_pad x d) and colsum(q) (m_pad)
+  // Too few row blocks to feed every thread: split Z as well, with per-worker gx sums.
+  const int64_t threads = at::get_num_threads();
+  const int64_t tiles = ceil_div(p.panels, tile_panels);
+  int64_t splits = 1;
+  if (threads > 1 && blocks < 2 * threads)
+    splits = std::max<int64_t>(1, std::min<int64_t>(ceil_div(2 * threads, blocks), tiles));
+  const int64_t ntasks = blocks * splits;
+  const int64_t workers = std::max<int64_t>(1, std::min<int64_t>(threads, ntasks));
+  // per-worker sums for gz (m_pad x d) and colsum(q) (m_pad), and for gx when Z is split
   at::Tensor gz_parts = at::zeros({workers, p.panels * nr, d}, opts);
   at::Tensor cs_parts = at::zeros({workers, p.panels * nr}, opts);
+  at::Tensor gx_parts = splits > 1 ? at::zeros({workers, n, d}, opts) : at::Tensor();
   const int64_t ldq = tile_panels * nr;
 
-  run_tasks(blocks, [&](int64_t w, std::atomic<int64_t>& next) {
+  run_tasks(ntasks, [&](int64_t w, std::atomic<int64_t>& next) {
     at::Tensor q = at::empty({kGradBlockGroups * kMR, ldq}, opts);
     at::Tensor rs = at::empty({kGradBlockGroups * kMR}, opts);
     at::Tensor gz_w = gz_parts[w], cs_w = cs_parts[w];
-    for (int64_t b = next++; b < blocks; b = next++) {
+    at::Tensor gx_w = splits > 1 ? gx_parts[w] : gx;
+    for (int64_t t = next++; t < ntasks; t = next++) {
+      const int64_t b = t / splits, s = t % splits;
       const int64_t g0 = b * kGradBlockGroups, g1 = std::min(g0 + kGradBlockGroups, p.groups);
       const int64_t r0 = g0 * kMR, rows = std::min(g1 * kMR, n) - r0;
+      const int64_t p_lo = std::min(p.panels, (tiles * s / splits) * tile_panels);
+      const int64_t p_hi = std::min(p.panels, (tiles * (s + 1) / splits) * tile_panels);
+      if (p_lo >= p_hi) continue;
       const at::Tensor xs_b = p.xs.narrow(0, r0, rows);
-      at::Tensor gx_b = gx.narrow(0, r0, rows);
+      at::Tensor gx_b = gx_w.narrow(0, r0, rows);
       at::Tensor rs_b = rs.narrow(0, 0, rows).zero_();
-      for (int64_t t0 = 0; t0 < p.panels; t0 += tile_panels) {
-        const int64_t t1 = std::min(t0 + tile_panels, p.panels);
+      for (int64_t t0 = p_lo; t0 < p_hi; t0 += tile_panels) {
+        const int64_t t1 = std::min(t0 + tile_panels, p_hi);
         const int64_t j0 = t0 * nr, cols = (t1 - t0) * nr;
         grad_tile(a, g0, g1, t0, t1, q.data_ptr<T>(), ldq);
         const at::Tensor qb = q.narrow(0, 0, rows).narrow(1, 0, cols);
@@ -399,6 +413,7 @@ std::tuple<at::Tensor, at::Tensor> kmv_grad_impl(const at::Tensor& x, const at::
     }
   });
   const double factor = 2.0 * k.scale;
+  if (splits > 1) gx = gx_parts.sum(0);
   gx.mul_(factor);
   at::Tensor gz = gz_parts.sum(0).narrow(0, 0, m);
   gz.addcmul_(cs_parts.sum(0).narrow(0, 0, m).unsqueeze(1), p.zs);
