@@ -12,6 +12,7 @@ from .info import info
 from .kernels import KERNELS, Gaussian, Kernel, Laplacian, Matern32, Matern52
 from .ops import kernel_matrix, kmv, kmv_accumulate
 from .precision import PRECISIONS
+from .solvers import EigenPro2, EigenPro3, EigenPro4, ExactKernelRidge
 
 __all__ = [
     "__version__",
@@ -29,4 +30,8 @@ __all__ = [
     "get_memory_budget",
     "set_memory_budget",
     "memory_budget",
+    "EigenPro2",
+    "EigenPro3",
+    "EigenPro4",
+    "ExactKernelRidge",
 ]

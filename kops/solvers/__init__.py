@@ -1,0 +1,27 @@
+"""Kernel-machine solvers built on the fused kernel products (EigenPro 2 / 3 / 4, exact ridge).
+
+Every kernel product here goes through the public ops (:func:`kops.kmv`,
+:func:`kops.kernel_matrix`), so the solvers run on whatever backend dispatch picks.
+
+* :func:`top_eigensystem`: top eigenpairs of ``K(X_S, X_S) / s`` (dense or matrix-free).
+* :class:`NystromPreconditioner`: EigenPro's preconditioner, step size and critical batch size.
+* :class:`EigenPro2` (centers = data), :class:`EigenPro3` (projected),
+  :class:`EigenPro4` (delayed projection), :class:`ExactKernelRidge` (Cholesky baseline):
+  scikit-learn style estimators (``fit`` / ``predict`` / ``score``).
+"""
+from .eigenpro2 import EigenPro2
+from .eigenpro3 import EigenPro3
+from .eigenpro4 import EigenPro4
+from .eigensystem import Eigensystem, top_eigensystem
+from .exact import ExactKernelRidge
+from .preconditioner import NystromPreconditioner
+
+__all__ = [
+    "EigenPro2",
+    "EigenPro3",
+    "EigenPro4",
+    "ExactKernelRidge",
+    "NystromPreconditioner",
+    "Eigensystem",
+    "top_eigensystem",
+]

@@ -1,0 +1,247 @@
+"""The estimator base shared by the kops solvers: scikit-learn conventions without requiring it.
+
+Every solver fits a model ``f(x) = K(x, Z) @ alpha`` (centers ``Z`` (p x d), weights ``alpha``
+(p x c)); prediction is one fused product :func:`kops.kmv`, so it never forms ``K``.
+
+Targets (``task``):
+
+* ``"regression"``: y of shape (n,) or (n, c); predictions have y's shape.
+* ``"classification"``: 1-D labels; the model regresses one-vs-all 0/1 targets (n x c for
+  c classes) and predicts the class of the largest output (argmax). ``classes_`` holds the
+  sorted labels. A single class is an error.
+* ``"auto"`` (default): classification for 1-D integer, boolean or string labels,
+  regression for floating or 2-D y.
+"""
+from __future__ import annotations
+
+import inspect
+import math
+import sys
+import time
+
+import numpy as np
+import torch
+
+from ..ops import kmv
+from ._utils import check_X, check_y, encode_targets, kernel_of, make_generator, resolve_device, resolve_dtype
+
+try:  # scikit-learn is optional: get_params / set_params / clone / check_estimator when present
+    from sklearn.base import BaseEstimator as _Base
+except ImportError:  # pragma: no cover - exercised only without scikit-learn
+    class _Base:
+        """Minimal get_params / set_params, as scikit-learn's BaseEstimator defines them."""
+
+        @classmethod
+        def _get_param_names(cls):
+            sig = inspect.signature(cls.__init__)
+            return sorted(p.name for p in sig.parameters.values()
+                          if p.name != "self" and p.kind != p.VAR_KEYWORD)
+
+        def get_params(self, deep=True):
+            return {name: getattr(self, name) for name in self._get_param_names()}
+
+        def set_params(self, **params):
+            valid = self._get_param_names()
+            for key, value in params.items():
+                if key not in valid:
+                    raise ValueError(f"invalid parameter {key!r} for {type(self).__name__}; valid: {valid}")
+                setattr(self, key, value)
+            return self
+
+        def __repr__(self):
+            args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+            return f"{type(self).__name__}({args})"
+
+__all__ = ["KernelModel", "NotFittedError"]
+
+#: training points on which per-epoch training metrics are measured (a fixed random subset)
+EVAL_SAMPLES = 10_000
+
+
+class NotFittedError(ValueError, AttributeError):
+    """Raised by predict / score before fit (a ValueError and AttributeError, like sklearn's)."""
+
+
+def median_bandwidth(X: torch.Tensor, generator: torch.Generator, sample: int = 1000) -> float:
+    """The median pairwise distance of up to ``sample`` random rows of X (the default bandwidth)."""
+    idx = torch.randperm(X.shape[0], generator=generator)[:sample].to(X.device)
+    xs = X[idx].to(torch.float64)
+    dist = torch.cdist(xs, xs)
+    off = dist[~torch.eye(xs.shape[0], dtype=torch.bool, device=X.device)]
+    med = float(off.median()) if off.numel() else 1.0
+    return med if med > 0 and math.isfinite(med) else 1.0
+
+
+class KernelModel(_Base):
+    """Base of the kops kernel solvers (not used directly).
+
+    Subclasses define ``__init__`` (which only stores its arguments, as scikit-learn
+    requires) and ``_fit(X, Y, val)``; the base class provides validation, the target
+    encoding, ``predict``, ``decision_function``, ``score``, per-epoch metrics, the
+    callback and progress output.
+
+    Fitted attributes
+    -----------------
+    centers_ : Tensor (p, d)
+    weights_ : Tensor (p, c)
+    kernel_ : kops.Kernel
+    classes_ : ndarray (c,)  (classification only)
+    n_features_in_ : int
+    history_ : list of dict
+        One record per epoch: ``epoch``, ``seconds`` (cumulative training time, metrics
+        excluded), ``epoch_seconds``, ``train_mse`` and, for classification,
+        ``train_accuracy``; ``val_mse`` / ``val_accuracy`` with validation data.
+        Training metrics use a fixed random subset of at most 10,000 training points.
+    fit_seconds_ : float
+    """
+
+    _default_dtype = "float32"
+
+    # ------------------------------------------------------------------ set-up helpers
+    def _setup(self, X_raw):
+        self.device_ = resolve_device(getattr(self, "device", None))
+        self.dtype_ = resolve_dtype(getattr(self, "dtype", None) or self._default_dtype)
+        self.generator_ = make_generator(getattr(self, "random_state", None))
+        X = check_X(X_raw, "X", self.device_, self.dtype_)
+        bandwidth = self.bandwidth
+        if bandwidth is None and isinstance(self.kernel, str):
+            bandwidth = median_bandwidth(X, self.generator_)
+        self.kernel_ = kernel_of(self.kernel, bandwidth)
+        return X
+
+    def _targets(self, y, n):
+        y = check_y(y, "y", n)
+        Y, classes, single = encode_targets(y, getattr(self, "task", "auto"), self.device_, self.dtype_)
+        self.classes_ = classes
+        self._single_output = single
+        if classes is None and hasattr(self, "classes_"):
+            del self.classes_
+        return Y
+
+    def _validation(self, X_val, y_val, d):
+        if X_val is None and y_val is None:
+            return None
+        if X_val is None or y_val is None:
+            raise ValueError("pass both X_val and y_val (validation data), or neither")
+        Xv = check_X(X_val, "X_val", self.device_, self.dtype_, d=d)
+        yv = check_y(y_val, "y_val", Xv.shape[0])
+        return Xv, yv
+
+    def _is_classifier(self) -> bool:
+        return getattr(self, "classes_", None) is not None
+
+    # -------------------------------------------------------------------------- fit
+    def fit(self, X, y, X_val=None, y_val=None):
+        """Fit the model.
+
+        Parameters
+        ----------
+        X : array-like or Tensor, shape (n, d)
+        y : array-like or Tensor, shape (n,) or (n, c)
+            Labels (classification) or targets (regression); see the module docstring.
+        X_val, y_val : optional
+            Validation data for the per-epoch metrics in ``history_``.
+
+        Returns
+        -------
+        self
+        """
+        t0 = time.perf_counter()
+        X = self._setup(X)
+        Y = self._targets(y, X.shape[0])
+        self.n_features_in_ = X.shape[1]
+        val = self._validation(X_val, y_val, X.shape[1])
+        self.history_ = []
+        self._train_seconds = 0.0
+        idx = torch.randperm(X.shape[0], generator=self.generator_)[:EVAL_SAMPLES].to(self.device_)
+        self._eval = (X[idx], Y[idx])
+        self._val = val
+        self._fit(X, Y)
+        del self._eval, self._val
+        self.fit_seconds_ = time.perf_counter() - t0
+        return self
+
+    def _fit(self, X, Y):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    # ----------------------------------------------------------------- epoch records
+    def _end_epoch(self, epoch: int, epoch_seconds: float) -> bool:
+        """Record metrics after an epoch, print, call the callback; True means stop."""
+        self._train_seconds += epoch_seconds
+        record = {"epoch": epoch, "seconds": self._train_seconds, "epoch_seconds": epoch_seconds}
+        Xe, Ye = self._eval
+        out = self._raw(Xe)
+        record["train_mse"] = float((out - Ye).square().mean())
+        if self._is_classifier():
+            record["train_accuracy"] = float((out.argmax(1) == Ye.argmax(1)).float().mean())
+        if self._val is not None:
+            Xv, yv = self._val
+            out = self._raw(Xv)
+            if self._is_classifier():
+                pred = self.classes_[out.argmax(1).cpu().numpy()]
+                labels = yv.numpy() if isinstance(yv, torch.Tensor) else np.asarray(yv)
+                record["val_accuracy"] = float(np.mean(pred == labels))
+            else:
+                yt = torch.as_tensor(np.asarray(yv) if not isinstance(yv, torch.Tensor) else yv)
+                yt = yt.to(out.device, out.dtype).reshape(out.shape)
+                record["val_mse"] = float((out - yt).square().mean())
+        self.history_.append(record)
+        if getattr(self, "verbose", 0):
+            parts = [f"{k} {v:.4g}" for k, v in record.items() if k not in ("epoch",)]
+            print(f"{type(self).__name__} epoch {epoch}: " + ", ".join(parts), file=sys.stderr)
+        callback = getattr(self, "callback", None)
+        if callback is not None:
+            return bool(callback(self, record))
+        return False
+
+    # ---------------------------------------------------------------------- predict
+    def _check_fitted(self):
+        if not hasattr(self, "weights_"):
+            raise NotFittedError(f"this {type(self).__name__} is not fitted yet; call fit(X, y) first")
+
+    def _raw(self, X: torch.Tensor) -> torch.Tensor:
+        return kmv(X, self.centers_, self.weights_.to(X.dtype), self.kernel_)
+
+    def decision_function(self, X):
+        """The raw outputs ``K(X, Z) @ alpha``, shape (n, c) ((n,) for 1-D regression targets).
+
+        Returns a numpy array for numpy input, a tensor (on X's device) for tensor input.
+        """
+        self._check_fitted()
+        out = self._raw(check_X(X, "X", self.device_, self.dtype_, d=self.n_features_in_))
+        if self._single_output:
+            out = out[:, 0]
+        if isinstance(X, torch.Tensor):
+            return out.to(X.device)
+        return out.cpu().numpy()
+
+    def predict(self, X):
+        """Predictions for X (n, d): class labels (classification) or outputs (regression).
+
+        Returns a numpy array for numpy input; a tensor on X's device for tensor input
+        (class labels stay numpy when they are not numeric).
+        """
+        self._check_fitted()
+        if not self._is_classifier():
+            return self.decision_function(X)
+        out = self._raw(check_X(X, "X", self.device_, self.dtype_, d=self.n_features_in_))
+        labels = self.classes_[out.argmax(1).cpu().numpy()]
+        if isinstance(X, torch.Tensor) and labels.dtype.kind in "biuf":
+            return torch.from_numpy(labels).to(X.device)
+        return labels
+
+    def score(self, X, y):
+        """Accuracy (classification) or the coefficient of determination R^2 (regression,
+        averaged over outputs)."""
+        pred = self.predict(X)
+        pred = pred.cpu().numpy() if isinstance(pred, torch.Tensor) else np.asarray(pred)
+        truth = y.detach().cpu().numpy() if isinstance(y, torch.Tensor) else np.asarray(y)
+        if truth.shape[0] != pred.shape[0]:
+            raise ValueError(f"y has {truth.shape[0]} rows but X has {pred.shape[0]}")
+        if self._is_classifier():
+            return float(np.mean(pred == truth))
+        truth = truth.reshape(pred.shape).astype(np.float64)
+        ss_res = ((truth - pred) ** 2).sum(0)
+        ss_tot = ((truth - truth.mean(0)) ** 2).sum(0)
+        r2 = np.where(ss_tot > 0, 1 - ss_res / np.where(ss_tot > 0, ss_tot, 1), 0.0)
+        return float(np.mean(r2))

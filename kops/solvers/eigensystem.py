@@ -1,0 +1,148 @@
+"""Top eigenpairs of the normalised Nystrom kernel matrix ``K(X_S, X_S) / s`` in float64.
+
+Two paths:
+
+* ``"dense"``: form ``K(X_S, X_S)`` in float64 (``s^2`` doubles) and call
+  ``torch.linalg.eigh``; exact, O(s^3) time. Meant for s up to a few thousand.
+* ``"subspace"``: matrix-free block subspace iteration with Rayleigh-Ritz. The only access
+  to the matrix is the fused product ``K(X_S, X_S) @ Q`` for a float64 block ``Q`` of
+  ``b = k + oversample`` columns (:func:`kops.kmv`), so ``K`` is never formed and s = 50,000
+  or more fits in memory (O(s b) doubles). Each iteration costs one product (s^2 b kernel
+  multiply-adds) and a QR of an s x b block; the error in eigenpair i shrinks by about
+  ``lambda_{b+1} / lambda_i`` per iteration.
+
+``"auto"`` takes the dense path when ``s <= dense_max`` (or when ``b`` would not be much
+smaller than s), else the subspace path.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..config import get_memory_budget
+from ..ops import kernel_matrix, kmv
+from ._utils import kernel_of
+
+__all__ = ["Eigensystem", "top_eigensystem"]
+
+#: s up to which "auto" takes the dense path (eigh of s x s is slow on small CPUs).
+DENSE_MAX = 500
+
+
+@dataclass
+class Eigensystem:
+    """The top ``k`` eigenpairs of ``K(X_S, X_S) / s``.
+
+    Attributes
+    ----------
+    eigenvalues : Tensor, shape (k,), float64
+        In decreasing order, ``lambda_1 >= ... >= lambda_k >= 0``.
+    eigenvectors : Tensor, shape (s, k), float64
+        Orthonormal columns; column i belongs to ``eigenvalues[i]``.
+    method : str
+        "dense" or "subspace".
+    iterations : int
+        Subspace iterations run (0 for the dense path).
+    residual : float
+        ``max_i ||K q_i / s - lambda_i q_i|| / lambda_1`` at return (0 for the dense path).
+    """
+
+    eigenvalues: torch.Tensor
+    eigenvectors: torch.Tensor
+    method: str
+    iterations: int = 0
+    residual: float = 0.0
+
+
+def _dense(x64, spec, k):
+    s = x64.shape[0]
+    K = kernel_matrix(x64, x64, spec) / s
+    K = 0.5 * (K + K.T)  # exact symmetry for eigh
+    w, V = torch.linalg.eigh(K)
+    w, V = w.flip(0)[:k], V.flip(1)[:, :k]
+    return Eigensystem(w.clamp_min(0.0), V.contiguous(), "dense")
+
+
+def _subspace(x64, spec, k, *, oversample, tol, max_iter, generator):
+    s = x64.shape[0]
+    b = min(s, k + oversample)
+    Q = torch.randn(s, b, dtype=torch.float64, generator=generator).to(x64.device)
+    Q, _ = torch.linalg.qr(Q)
+    residual = float("inf")
+    it = 0
+    w = V = None
+    for it in range(1, max_iter + 1):
+        AQ = kmv(x64, x64, Q, spec) / s
+        # Rayleigh-Ritz on span(Q): the best approximations to the top eigenpairs there.
+        H = Q.T @ AQ
+        H = 0.5 * (H + H.T)
+        w, V = torch.linalg.eigh(H)
+        w, V = w.flip(0), V.flip(1)
+        Q, AQ = Q @ V, AQ @ V
+        R = AQ[:, :k] - Q[:, :k] * w[:k]
+        residual = float(R.norm(dim=0).max() / w[0].clamp_min(torch.finfo(torch.float64).tiny))
+        if residual <= tol:
+            break
+        # Power step; the QR keeps the block orthonormal (columns of tiny eigenvalues included).
+        Q, _ = torch.linalg.qr(AQ)
+    return Eigensystem(w[:k].clamp_min(0.0).contiguous(), Q[:, :k].contiguous(), "subspace", it, residual)
+
+
+def top_eigensystem(x, kernel, bandwidth=None, k: int = 151, *, method: str = "auto",
+                    tol: float = 1e-6, max_iter: int = 200, oversample: int | None = None,
+                    dense_max: int = DENSE_MAX, generator: torch.Generator | None = None) -> Eigensystem:
+    """Top ``k`` eigenpairs of ``K(x, x) / s`` (``s = x.shape[0]``), computed in float64.
+
+    Parameters
+    ----------
+    x : Tensor, shape (s, d)
+        The Nystrom sample ``X_S`` (any floating dtype; cast to float64).
+    kernel : str or kops.Kernel
+        Kernel object, or a name with ``bandwidth``.
+    bandwidth : float, optional
+    k : int
+        Number of eigenpairs, ``1 <= k <= s`` (the preconditioner asks for q + 1).
+    method : {"auto", "dense", "subspace"}
+        See the module docstring. The dense path needs ``8 s^2`` bytes within the memory
+        budget (:func:`kops.get_memory_budget`); "auto" falls back to "subspace" otherwise.
+    tol : float
+        Subspace path: stop when every eigen-residual
+        ``||K q_i / s - lambda_i q_i||`` is below ``tol * lambda_1``.
+    max_iter : int
+        Subspace path: at most this many products with K.
+    oversample : int, optional
+        Extra columns in the block (default ``max(16, k // 2)``); more columns, fewer
+        iterations.
+    dense_max : int
+        Largest s for which "auto" picks the dense path.
+    generator : torch.Generator, optional
+        Random start block of the subspace path.
+
+    Returns
+    -------
+    Eigensystem
+        Eigenvalues (k,) in decreasing order and orthonormal eigenvectors (s, k), float64.
+    """
+    if not isinstance(x, torch.Tensor) or x.dim() != 2:
+        raise ValueError(f"x must be a 2-D tensor (s, d), got {getattr(x, 'shape', type(x).__name__)}")
+    s = x.shape[0]
+    if s == 0:
+        raise ValueError("x is empty: the Nystrom sample needs at least one point")
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= s:
+        raise ValueError(f"k must be an int with 1 <= k <= s = {s}, got {k!r}")
+    if method not in ("auto", "dense", "subspace"):
+        raise ValueError(f"method must be 'auto', 'dense' or 'subspace', got {method!r}")
+    spec = kernel_of(kernel, bandwidth)
+    x64 = x.detach().to(torch.float64).contiguous()
+    if not bool(torch.isfinite(x64).all()):
+        raise ValueError("x contains NaN or infinity")
+    oversample = max(16, k // 2) if oversample is None else int(oversample)
+    if method == "auto":
+        fits = 8 * s * s <= get_memory_budget(x.device)
+        method = "dense" if fits and (s <= dense_max or k + oversample >= s // 2) else "subspace"
+    if method == "dense":
+        return _dense(x64, spec, k)
+    if generator is None:
+        generator = torch.Generator().manual_seed(0)
+    return _subspace(x64, spec, k, oversample=oversample, tol=tol, max_iter=max_iter, generator=generator)

@@ -1,0 +1,134 @@
+"""EigenPro 2 / 3 / 4 against the exact solver, against each other, and on the digits data."""
+import numpy as np
+import pytest
+import torch
+
+import kops
+from kops.solvers.eigenpro4 import projection_interval
+
+KERNEL, BW = "laplacian", 2.0
+
+
+def _problem(n=600, d=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    X = torch.rand(n, d, generator=g, dtype=torch.float64) * 4
+    Y = torch.stack([torch.sin(X.sum(1)), torch.cos(X[:, 0])], 1)
+    Xt = torch.rand(150, d, generator=g, dtype=torch.float64) * 4
+    return X, Y, Xt
+
+
+def _rel(a, b):
+    return float((a - b).norm() / b.norm())
+
+
+@pytest.mark.parametrize("ridge", [0.0, 0.5])
+def test_eigenpro2_converges_to_exact(ridge):
+    X, Y, Xt = _problem()
+    exact = kops.ExactKernelRidge(KERNEL, BW, ridge=ridge).fit(X, Y)
+    ep2 = kops.EigenPro2(KERNEL, BW, epochs=20, ridge=ridge, dtype="float64", random_state=0).fit(X, Y)
+    # Tolerance: 1e-3 relative to the exact predictions after 20 epochs.
+    assert _rel(ep2.predict(Xt), exact.predict(Xt)) < 1e-3
+    mse = [r["train_mse"] for r in ep2.history_]
+    assert mse[-1] < mse[0]
+
+
+@pytest.mark.parametrize("cls", [kops.EigenPro4, kops.EigenPro3])
+@pytest.mark.parametrize("ridge", [0.0, 0.5])
+def test_projected_solvers_converge_to_exact_on_centers(cls, ridge):
+    X, Y, Xt = _problem()
+    Z = X[:100]
+    exact = kops.ExactKernelRidge(KERNEL, BW, centers=Z, ridge=ridge).fit(X, Y)
+    model = cls(KERNEL, BW, centers=Z, epochs=40, batch_size=100, ridge=ridge, dtype="float64",
+                random_state=0).fit(X, Y)
+    # Tolerance: 2% relative to the exact least-squares model on the same centers.
+    assert _rel(model.predict(Xt), exact.predict(Xt)) < 0.02
+
+
+def test_eigenpro4_with_centers_equal_data_matches_eigenpro2_solution():
+    X, Y, Xt = _problem(n=300)
+    exact = kops.ExactKernelRidge(KERNEL, BW).fit(X, Y)
+    ep4 = kops.EigenPro4(KERNEL, BW, centers=X, epochs=20, dtype="float64", random_state=1).fit(X, Y)
+    assert _rel(ep4.predict(Xt), exact.predict(Xt)) < 1e-3
+
+
+def test_t1_eigenpro4_is_eigenpro3():
+    X, Y, Xt = _problem(n=400)
+    kw = dict(centers=80, epochs=3, batch_size=50, dtype="float64", random_state=3)
+    ep3 = kops.EigenPro3(KERNEL, BW, projection_epochs=1, **kw).fit(X, Y)
+    ep4 = kops.EigenPro4(KERNEL, BW, projection_interval=1, **kw).fit(X, Y)
+    assert ep4.projection_interval_ == 1
+    torch.testing.assert_close(ep4.predict(Xt), ep3.predict(Xt), rtol=1e-9, atol=1e-9)
+
+
+def test_eigenpro3_and_eigenpro4_agree():
+    X, Y, Xt = _problem(n=600, seed=5)
+    kw = dict(centers=120, epochs=30, batch_size=60, dtype="float64", random_state=4)
+    ep3 = kops.EigenPro3(KERNEL, BW, **kw).fit(X, Y)
+    ep4 = kops.EigenPro4(KERNEL, BW, **kw).fit(X, Y)
+    assert ep4.projection_interval_ == 2  # (2 - 1) * 120 // 60
+    assert ep4.n_projections_ == 30 * 5
+    assert _rel(ep4.predict(Xt), ep3.predict(Xt)) < 0.03
+
+
+def test_projection_interval_never_zero():
+    assert projection_interval(p=10, m=1000) == 1
+    assert projection_interval(p=1000, m=100) == 10
+    assert projection_interval(p=1000, m=100, coeff=3) == 20
+    assert projection_interval(p=1000, m=100, max_rows=250) == 2
+    assert projection_interval(p=1000, m=100, interval=4) == 4
+    with pytest.raises(ValueError, match="projection_interval"):
+        projection_interval(p=10, m=1, interval=0)
+
+
+def test_eigenpro4_centers_fewer_than_batch():
+    X, Y, _ = _problem(n=300)
+    model = kops.EigenPro4(KERNEL, BW, centers=20, batch_size=100, epochs=2, random_state=0).fit(X, Y)
+    assert model.projection_interval_ == 1
+    assert model.weights_.shape == (20, 2)
+
+
+def test_digits_eigenpro4_matches_exact_accuracy():
+    from kops.solvers.main_job import load_digits_split
+
+    Xtr, Xte, ytr, yte = load_digits_split(0)
+    Z = Xtr[np.random.default_rng(0).permutation(len(Xtr))[:1000]]
+    exact = kops.ExactKernelRidge("laplacian", 10.0, centers=Z).fit(Xtr, ytr)
+    ep4 = kops.EigenPro4("laplacian", 10.0, centers=Z, epochs=3, batch_size=256, random_state=0)
+    ep4.fit(Xtr, ytr, Xte, yte)
+    acc_exact, acc_ep4 = exact.score(Xte, yte), ep4.score(Xte, yte)
+    assert acc_exact > 0.97
+    assert acc_ep4 >= acc_exact - 0.01
+    assert ep4.history_[-1]["val_accuracy"] == pytest.approx(acc_ep4)
+    assert list(ep4.classes_) == list(range(10))
+    assert ep4.predict(Xte).shape == (len(Xte),)
+
+
+def test_regression_shapes_numpy_and_torch():
+    X, Y, Xt = _problem(n=200)
+    m = kops.EigenPro2(KERNEL, BW, epochs=2, random_state=0).fit(X.numpy(), Y[:, 0].numpy())
+    out = m.predict(Xt.numpy())
+    assert isinstance(out, np.ndarray) and out.shape == (150,)
+    out_t = m.predict(Xt)
+    assert isinstance(out_t, torch.Tensor) and out_t.shape == (150,)
+    assert -1 <= m.score(X.numpy(), Y[:, 0].numpy()) <= 1
+
+
+def test_callback_stops_and_params():
+    X, Y, _ = _problem(n=200)
+    seen = []
+    m = kops.EigenPro2(KERNEL, BW, epochs=5, random_state=0, callback=lambda est, rec: seen.append(rec) or True)
+    m.fit(X, Y)
+    assert len(seen) == 1 and len(m.history_) == 1
+    params = m.get_params()
+    assert params["epochs"] == 5 and params["kernel"] == KERNEL
+    m.set_params(epochs=1)
+    assert m.epochs == 1
+    from kops.solvers import EigenPro4 as E4
+    assert E4 is kops.EigenPro4
+
+
+def test_seeds_reproduce():
+    X, Y, Xt = _problem(n=300)
+    a = kops.EigenPro4(KERNEL, BW, centers=50, epochs=2, random_state=7).fit(X, Y).predict(Xt)
+    b = kops.EigenPro4(KERNEL, BW, centers=50, epochs=2, random_state=7).fit(X, Y).predict(Xt)
+    torch.testing.assert_close(a, b)
