@@ -226,9 +226,9 @@ def test_auto_picks_cpu_where_preferred():
     assert select_backend("auto", grad).name == "cpu"
     emulated = Case("kmv", torch.device("cpu"), torch.float32, 100, 100, 64, 1, "gaussian", "bf16")
     assert select_backend("auto", emulated).name == "cpu"
-    # what it does not support falls back to the reference
     kmat = Case("kernel_matrix", torch.device("cpu"), torch.float32, 10, 10, 3, 0, "gaussian", "ieee")
-    assert select_backend("auto", kmat).name == "torch"
+    assert select_backend("auto", kmat).name == "cpu"
+    # what it does not support falls back to the reference
     gpu = Case("kmv", torch.device("cuda"), torch.float32, 10, 10, 3, 1, "gaussian", "ieee")
     assert "CPU tensors only" in _cpu.unsupported_reason(gpu)
 
@@ -290,3 +290,19 @@ def test_reduced_precision_modes_round_like_the_reference(precision, dtype, gene
     want = torch.ops.kops.kmv_grad_xz(x, z, v, g, "gaussian", bw, precision, "torch")
     for a, b in zip(got, want):
         assert ((a - b).norm() / b.norm()) < 1e-4
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("n,m,d", [(1, 1, 1), (97, 300, 3), (50, 257, 59), (7, 20, 784)])
+def test_kernel_matrix(n, m, d, dtype, generator):
+    x, z, _, bw = random_problem(n, m, d, 1, dtype=dtype, generator=generator)
+    for kernel in KERNELS:
+        k = kops.kernel_matrix(x, z, kernel, bw, backend="cpu")
+        assert k.shape == (n, m) and k.dtype == dtype
+        ref = reference_kernel_matrix(x, z, kernel, bw)
+        assert ((k.double() - ref).abs().max()) <= 10 * tolerance(dtype)
+    k = kops.kernel_matrix(x, x, "laplacian", bw, backend="cpu")
+    assert (k.diagonal() == 1).all()
+    kt = kops.kernel_matrix(x, z, "gaussian", bw, precision="bf16", backend="cpu")
+    torch.testing.assert_close(kt, kops.kernel_matrix(x, z, "gaussian", bw, precision="bf16", backend="torch"),
+                               rtol=1e-4, atol=1e-5)

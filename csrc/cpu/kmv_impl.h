@@ -191,7 +191,8 @@ inline void micro_direct(const T* __restrict xg, const T* __restrict zpn, int64_
   }
 }
 
-// Fill dst (rows of groups [g0, g1) x columns of panels [p0, p1), leading dimension ldd)
+// Fill dst (rows of groups [g0, g1) x columns of panels [p0, p1), leading dimension ldd,
+// room for every row of the groups and every column of the panels)
 // with f(u) (EPI = kStoreKernel) or u (kStoreU). Panels outer, row groups inner: one
 // panel (d x NR) is reused from L1 by every row group of the block.
 template <typename T, int KERN, int EPI>
@@ -348,6 +349,17 @@ void grad_tile(const TileArgs<T>& a, int64_t g0, int64_t g1, int64_t p0, int64_t
   }
 }
 
+template <typename T>
+void kernel_tile(const TileArgs<T>& a, int64_t g0, int64_t g1, int64_t p0, int64_t p1, T* dst,
+                 int64_t ldd) {
+  switch (a.kernel) {
+    case kGaussian: return distance_tile<T, kGaussian, kStoreKernel>(a, g0, g1, p0, p1, dst, ldd);
+    case kLaplacian: return distance_tile<T, kLaplacian, kStoreKernel>(a, g0, g1, p0, p1, dst, ldd);
+    case kMatern32: return distance_tile<T, kMatern32, kStoreKernel>(a, g0, g1, p0, p1, dst, ldd);
+    default: return distance_tile<T, kMatern52, kStoreKernel>(a, g0, g1, p0, p1, dst, ldd);
+  }
+}
+
 inline const IsaTable* make_table(const char* name) {
   static const IsaTable table = {name,
                                  2 * Ops<float>::W,
@@ -355,7 +367,9 @@ inline const IsaTable* make_table(const char* name) {
                                  &kmv_rows<float>,
                                  &kmv_rows<double>,
                                  &grad_tile<float>,
-                                 &grad_tile<double>};
+                                 &grad_tile<double>,
+                                 &kernel_tile<float>,
+                                 &kernel_tile<double>};
   return &table;
 }
 

@@ -59,6 +59,11 @@ struct IsaTable {
                         float* q, int64_t ldq);
   void (*grad_tile_f64)(const TileArgs<double>&, int64_t g0, int64_t g1, int64_t p0, int64_t p1,
                         double* q, int64_t ldq);
+  //   kernel_tile: dst (rows x panels, leading dimension ldd) = K for one tile.
+  void (*kernel_tile_f32)(const TileArgs<float>&, int64_t g0, int64_t g1, int64_t p0, int64_t p1,
+                          float* dst, int64_t ldd);
+  void (*kernel_tile_f64)(const TileArgs<double>&, int64_t g0, int64_t g1, int64_t p0,
+                          int64_t p1, double* dst, int64_t ldd);
 };
 
 // Defined in kmv_portable.cpp (always) and kmv_avx2.cpp (x86-64 builds with AVX2 flags;

@@ -1,5 +1,5 @@
-// Native CPU kernel products: private ops kops::_cpu_kmv_accumulate and
-// kops::_cpu_kmv_grad_xz (called by kops/backends/cpu_native.py), plus kops::_cpu_isa.
+// Native CPU kernel products: private ops kops::_cpu_kmv_accumulate, kops::_cpu_kmv_grad_xz
+// and kops::_cpu_kernel_matrix (called by kops/backends/cpu_native.py), plus kops::_cpu_isa.
 //
 // This file checks the arguments, prepares the inputs in the accumulation dtype
 // (centre on the mean of z, multiply by the kernel's scale, squared norms and packing into the
@@ -213,8 +213,11 @@ Prepared prepare(const at::Tensor& x, const at::Tensor& z, const at::Tensor& v, 
   const int64_t n = x.size(0), m = z.size(0);
   p.groups = ceil_div(n, kMR);
   p.panels = ceil_div(m, nr);
-  // Centring on the mean of z and scaling first keeps the GEMM trick's norms O(1).
-  const at::Tensor center = z.mean(0).contiguous();
+  // Centring on the mean of z and scaling first keeps the GEMM trick's norms O(1). As in the
+  // reference, non-finite entries count as 0 in the mean, so that they cannot spread to
+  // the results of other rows (kernel_matrix keeps those exact).
+  const at::Tensor center =
+      at::where(at::isfinite(z), z, at::zeros({}, z.options())).mean(0).contiguous();
   at::Tensor* xn = p.direct ? nullptr : &p.xn;
   at::Tensor* zn = p.direct ? nullptr : &p.zn;
   pack_scaled<T>(x, center, scale, kMR, rounding, p.xp, xn);
@@ -440,6 +443,58 @@ std::tuple<at::Tensor, at::Tensor> cpu_kmv_grad_xz(const at::Tensor& x, const at
   return kmv_grad_impl<double>(x, z, v, grad_out, k, rounding);
 }
 
+// K(x, z) (n x m, dtype of x): tiles of the kmv kernel written out. The precision modes
+// round the scaled x and z (not K), as the reference does.
+template <typename T>
+at::Tensor kernel_matrix_impl(const at::Tensor& x, const at::Tensor& z, const KernelInfo& k,
+                              int rounding) {
+  const IsaTable* table = isa();
+  const int nr = sizeof(T) == 4 ? table->nr_f32 : table->nr_f64;
+  const int64_t n = x.size(0), m = z.size(0), d = x.size(1);
+  const at::Tensor no_v = at::zeros({m, 1}, x.options());
+  const Prepared p = prepare<T>(x, z, no_v, k.scale, nr, false, rounding, false);
+  TileArgs<T> a = tile_args<T>(p, k.id, n, m, d, 1);
+  a.tile_panels = std::max<int64_t>(1, kTileBytes / static_cast<int64_t>(sizeof(T)) / nr);
+  auto fn = sizeof(T) == 4 ? reinterpret_cast<void*>(table->kernel_tile_f32)
+                           : reinterpret_cast<void*>(table->kernel_tile_f64);
+  auto kernel_tile = reinterpret_cast<void (*)(const TileArgs<T>&, int64_t, int64_t, int64_t,
+                                               int64_t, T*, int64_t)>(fn);
+  at::Tensor out = at::empty({n, m}, x.options());
+  T* o = out.data_ptr<T>();
+  const int64_t blocks = ceil_div(p.groups, kBlockGroups);
+  const int64_t tiles = ceil_div(p.panels, a.tile_panels);
+  const int64_t ntasks = blocks * tiles;
+  const int64_t ldw = a.tile_panels * nr;
+  run_tasks(ntasks, [&](int64_t, std::atomic<int64_t>& next) {
+    std::vector<T> work(static_cast<size_t>(kBlockGroups * kMR * ldw));
+    for (int64_t t = next++; t < ntasks; t = next++) {
+      const int64_t b = t / tiles, s = t % tiles;
+      const int64_t g0 = b * kBlockGroups, g1 = std::min(g0 + kBlockGroups, p.groups);
+      const int64_t p0 = s * a.tile_panels, p1 = std::min(p0 + a.tile_panels, p.panels);
+      kernel_tile(a, g0, g1, p0, p1, work.data(), ldw);
+      const int64_t r0 = g0 * kMR, rows = std::min(g1 * kMR, n) - r0;
+      const int64_t c0 = p0 * nr, cols = std::min(p1 * nr, m) - c0;
+      for (int64_t i = 0; i < rows; ++i)
+        std::memcpy(o + (r0 + i) * m + c0, work.data() + i * ldw, static_cast<size_t>(cols) * sizeof(T));
+    }
+  });
+  return out;
+}
+
+at::Tensor cpu_kernel_matrix(const at::Tensor& x, const at::Tensor& z, c10::string_view kernel,
+                             double bandwidth, c10::string_view precision) {
+  TORCH_CHECK(x.dim() == 2 && z.dim() == 2 && z.size(1) >= 1,
+              "kops native CPU kernel: x (n, d) and z (m, d) must be 2-D with d >= 1, got ",
+              x.sizes(), " and ", z.sizes());
+  check_inputs(x, z, z.narrow(1, 0, 1));
+  const KernelInfo k = kernel_info(std::string(kernel), bandwidth);
+  const int rounding = rounding_of(std::string(precision));
+  if (x.size(0) == 0 || z.size(0) == 0) return at::zeros({x.size(0), z.size(0)}, x.options());
+  at::NoGradGuard no_grad;
+  if (x.scalar_type() == at::kFloat) return kernel_matrix_impl<float>(x, z, k, rounding);
+  return kernel_matrix_impl<double>(x, z, k, rounding);
+}
+
 std::string cpu_isa() { return isa()->name; }
 
 }  // namespace
@@ -454,6 +509,9 @@ TORCH_LIBRARY_FRAGMENT(kops, m) {
   // (grad_x, grad_z) of <grad_out, K(x, z) @ v>, dtype of x.
   m.def("_cpu_kmv_grad_xz(Tensor x, Tensor z, Tensor v, Tensor grad_out, str kernel, "
         "float bandwidth, str precision=\"ieee\") -> (Tensor, Tensor)");
+  // K(x, z), (n, m), dtype of x.
+  m.def("_cpu_kernel_matrix(Tensor x, Tensor z, str kernel, float bandwidth, "
+        "str precision=\"ieee\") -> Tensor");
   // name of the instruction set the native CPU kernels use ("avx2" or "portable")
   m.def("_cpu_isa() -> str", &kops_cpu::cpu_isa);
 }
@@ -461,4 +519,5 @@ TORCH_LIBRARY_FRAGMENT(kops, m) {
 TORCH_LIBRARY_IMPL(kops, CPU, m) {
   m.impl("_cpu_kmv_accumulate", &kops_cpu::cpu_kmv_accumulate);
   m.impl("_cpu_kmv_grad_xz", &kops_cpu::cpu_kmv_grad_xz);
+  m.impl("_cpu_kernel_matrix", &kops_cpu::cpu_kernel_matrix);
 }

@@ -11,10 +11,10 @@ tile is multiplied with V before the next one is formed. CPUs without AVX2/FMA g
 portable build of the same kernels (``torch.ops.kops._cpu_isa()`` says which is used).
 
 Supported: float32 and float64 (float16 / bfloat16 are upcast to float32, as the reference
-does), the four kops kernels, ``kmv`` / ``kmv_accumulate`` and ``kmv_grad_xz``, and the three
+does), the four kops kernels, ``kmv`` / ``kmv_accumulate``, ``kmv_grad_xz`` and
+``kernel_matrix``, and the three
 precision modes: "ieee" exact, "tf32" / "bf16" emulated as in the reference by rounding the
 operands of both products (scaled x and z, the kernel values, V) to 10 / 7 mantissa bits.
-``kernel_matrix`` is left to the torch backend.
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ from .torch_reference import same_points
 __all__ = ["CpuNativeBackend"]
 
 _KERNELS = ("gaussian", "laplacian", "matern32", "matern52")
-_OPS = ("kmv", "kmv_grad_xz")
+_OPS = ("kmv", "kmv_grad_xz", "kernel_matrix")
 _DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 _PRECISIONS = ("ieee", "tf32", "bf16")
 
@@ -89,6 +89,11 @@ class CpuNativeBackend(Backend):
         """``out += alpha * K(x, z) @ v`` (out contiguous, accumulation dtype)."""
         x, z, v = _upcast(x, z, v)
         torch.ops.kops._cpu_kmv_accumulate(out, x, z, v, kernel.name, kernel.bandwidth, float(alpha), precision)
+
+    def kernel_matrix(self, x, z, kernel, precision):
+        """K(x, z) in the accumulation dtype."""
+        x, z = _upcast(x, z)
+        return torch.ops.kops._cpu_kernel_matrix(x, z, kernel.name, kernel.bandwidth, precision)
 
     def kmv_grad_xz(self, x, z, v, grad_out, kernel, precision):
         """Gradients of ``<grad_out, K(x, z) @ v>`` with respect to x and z."""
