@@ -40,7 +40,10 @@ def test_subspace_matches_dense(kernel, bandwidth):
 def test_auto_path_and_arguments():
     x = _points(50, 3, 2)
     assert top_eigensystem(x, "gaussian", 1.0, k=5).method == "dense"
-    assert top_eigensystem(x, "gaussian", 1.0, k=5, dense_max=10, oversample=4).method == "subspace"
+    formed = top_eigensystem(x, "gaussian", 1.0, k=5, dense_max=10, oversample=4, tol=1e-8)
+    assert formed.method == "formed-subspace"
+    free = top_eigensystem(x, "gaussian", 1.0, k=5, method="subspace", oversample=4, tol=1e-8)
+    torch.testing.assert_close(formed.eigenvalues, free.eigenvalues, rtol=1e-7, atol=0)
     with pytest.raises(ValueError, match="k must"):
         top_eigensystem(x, "gaussian", 1.0, k=51)
     with pytest.raises(ValueError, match="k must"):

@@ -88,8 +88,9 @@ class KernelModel(_Base):
     classes_ : ndarray (c,)  (classification only)
     n_features_in_ : int
     history_ : list of dict
-        One record per epoch: ``epoch``, ``seconds`` (cumulative training time, metrics
-        excluded), ``epoch_seconds``, ``train_mse`` and, for classification,
+        One record per epoch: ``epoch``, ``seconds`` (cumulative time in the epochs),
+        ``epoch_seconds``, ``elapsed`` (time since fit started, set-up included, metrics
+        excluded), ``train_mse`` and, for classification,
         ``train_accuracy``; ``val_mse`` / ``val_accuracy`` with validation data.
         Training metrics use a fixed random subset of at most 10,000 training points.
     fit_seconds_ : float
@@ -153,6 +154,8 @@ class KernelModel(_Base):
         val = self._validation(X_val, y_val, X.shape[1])
         self.history_ = []
         self._train_seconds = 0.0
+        self._fit_start = t0
+        self._eval_seconds = 0.0
         idx = torch.randperm(X.shape[0], generator=self.generator_)[:EVAL_SAMPLES].to(self.device_)
         self._eval = (X[idx], Y[idx])
         self._val = val
@@ -167,8 +170,10 @@ class KernelModel(_Base):
     # ----------------------------------------------------------------- epoch records
     def _end_epoch(self, epoch: int, epoch_seconds: float) -> bool:
         """Record metrics after an epoch, print, call the callback; True means stop."""
+        t_eval = time.perf_counter()
         self._train_seconds += epoch_seconds
-        record = {"epoch": epoch, "seconds": self._train_seconds, "epoch_seconds": epoch_seconds}
+        record = {"epoch": epoch, "seconds": self._train_seconds, "epoch_seconds": epoch_seconds,
+                  "elapsed": t_eval - self._fit_start - self._eval_seconds}
         Xe, Ye = self._eval
         out = self._raw(Xe)
         record["train_mse"] = float((out - Ye).square().mean())
@@ -186,6 +191,7 @@ class KernelModel(_Base):
                 yt = yt.to(out.device, out.dtype).reshape(out.shape)
                 record["val_mse"] = float((out - yt).square().mean())
         self.history_.append(record)
+        self._eval_seconds += time.perf_counter() - t_eval
         if getattr(self, "verbose", 0):
             parts = [f"{k} {v:.4g}" for k, v in record.items() if k not in ("epoch",)]
             print(f"{type(self).__name__} epoch {epoch}: " + ", ".join(parts), file=sys.stderr)

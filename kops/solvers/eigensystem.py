@@ -12,7 +12,9 @@ Two paths:
   ``lambda_{b+1} / lambda_i`` per iteration.
 
 ``"auto"`` takes the dense path when ``s <= dense_max`` (or when ``b`` would not be much
-smaller than s), else the subspace path.
+smaller than s); otherwise subspace iteration, on a formed ``K(X_S, X_S)`` (method
+"formed-subspace": each product a GEMM) when ``8 s^2`` bytes fit in half the memory budget,
+else matrix-free.
 """
 from __future__ import annotations
 
@@ -41,11 +43,11 @@ class Eigensystem:
     eigenvectors : Tensor, shape (s, k), float64
         Orthonormal columns; column i belongs to ``eigenvalues[i]``.
     method : str
-        "dense" or "subspace".
+        "dense", "formed-subspace" or "subspace" (matrix-free).
     iterations : int
         Subspace iterations run (0 for the dense path).
     residual : float
-        ``max_i ||K q_i / s - lambda_i q_i|| / lambda_1`` at return (0 for the dense path).
+        ``max_i ||K q_i / s - lambda_i q_i|| / lambda_i`` at return (0 for the dense path).
     """
 
     eigenvalues: torch.Tensor
@@ -64,8 +66,17 @@ def _dense(x64, spec, k):
     return Eigensystem(w.clamp_min(0.0), V.contiguous(), "dense")
 
 
-def _subspace(x64, spec, k, *, oversample, tol, max_iter, generator):
+def _subspace(x64, spec, k, *, oversample, tol, max_iter, generator, formed=False):
     s = x64.shape[0]
+    if formed:  # K fits the budget: form it once, each product is then a plain GEMM
+        K = kernel_matrix(x64, x64, spec)
+
+        def product(Q):
+            return K @ Q
+    else:
+        def product(Q):
+            return kmv(x64, x64, Q, spec)
+
     b = min(s, k + oversample)
     Q = torch.randn(s, b, dtype=torch.float64, generator=generator).to(x64.device)
     Q, _ = torch.linalg.qr(Q)
@@ -73,7 +84,7 @@ def _subspace(x64, spec, k, *, oversample, tol, max_iter, generator):
     it = 0
     w = V = None
     for it in range(1, max_iter + 1):
-        AQ = kmv(x64, x64, Q, spec) / s
+        AQ = product(Q) / s
         # Rayleigh-Ritz on span(Q): the best approximations to the top eigenpairs there.
         H = Q.T @ AQ
         H = 0.5 * (H + H.T)
@@ -81,12 +92,13 @@ def _subspace(x64, spec, k, *, oversample, tol, max_iter, generator):
         w, V = w.flip(0), V.flip(1)
         Q, AQ = Q @ V, AQ @ V
         R = AQ[:, :k] - Q[:, :k] * w[:k]
-        residual = float(R.norm(dim=0).max() / w[0].clamp_min(torch.finfo(torch.float64).tiny))
+        residual = float((R.norm(dim=0) / w[:k].clamp_min(torch.finfo(torch.float64).tiny)).max())
         if residual <= tol:
             break
         # Power step; the QR keeps the block orthonormal (columns of tiny eigenvalues included).
         Q, _ = torch.linalg.qr(AQ)
-    return Eigensystem(w[:k].clamp_min(0.0).contiguous(), Q[:, :k].contiguous(), "subspace", it, residual)
+    method = "formed-subspace" if formed else "subspace"
+    return Eigensystem(w[:k].clamp_min(0.0).contiguous(), Q[:, :k].contiguous(), method, it, residual)
 
 
 def top_eigensystem(x, kernel, bandwidth=None, k: int = 151, *, method: str = "auto",
@@ -108,7 +120,8 @@ def top_eigensystem(x, kernel, bandwidth=None, k: int = 151, *, method: str = "a
         budget (:func:`kops.get_memory_budget`); "auto" falls back to "subspace" otherwise.
     tol : float
         Subspace path: stop when every eigen-residual
-        ``||K q_i / s - lambda_i q_i||`` is below ``tol * lambda_1``.
+        ``||K q_i / s - lambda_i q_i||`` is below ``tol * lambda_i`` (relative to its own
+        eigenvalue, so the smallest one, lambda_{q+1}, which sets the step size, is accurate).
     max_iter : int
         Subspace path: at most this many products with K.
     oversample : int, optional
@@ -138,11 +151,14 @@ def top_eigensystem(x, kernel, bandwidth=None, k: int = 151, *, method: str = "a
     if not bool(torch.isfinite(x64).all()):
         raise ValueError("x contains NaN or infinity")
     oversample = max(16, k // 2) if oversample is None else int(oversample)
+    formed = False
     if method == "auto":
-        fits = 8 * s * s <= get_memory_budget(x.device)
+        fits = 8 * s * s <= get_memory_budget(x.device) // 2
         method = "dense" if fits and (s <= dense_max or k + oversample >= s // 2) else "subspace"
+        formed = fits
     if method == "dense":
         return _dense(x64, spec, k)
     if generator is None:
         generator = torch.Generator().manual_seed(0)
-    return _subspace(x64, spec, k, oversample=oversample, tol=tol, max_iter=max_iter, generator=generator)
+    return _subspace(x64, spec, k, oversample=oversample, tol=tol, max_iter=max_iter, generator=generator,
+                     formed=formed)

@@ -45,6 +45,8 @@ class NystromPreconditioner:
         it adds to ``beta`` in the step size (a safe bound on the diagonal).
     eig_method : {"auto", "dense", "subspace"}
         Passed to :func:`top_eigensystem`.
+    eig_tol : float
+        Relative eigen-residual of the subspace path (see :func:`top_eigensystem`).
     generator : torch.Generator, optional
 
     Attributes
@@ -69,7 +71,7 @@ class NystromPreconditioner:
     """
 
     def __init__(self, x_s, kernel, bandwidth=None, n_components: int = 150, *, ridge: float = 0.0,
-                 eig_method: str = "auto", generator=None):
+                 eig_method: str = "auto", eig_tol: float = 1e-2, generator=None):
         import time
 
         t0 = time.perf_counter()
@@ -80,7 +82,9 @@ class NystromPreconditioner:
             raise ValueError(f"n_components must be an int with 1 <= n_components < n_nystrom = {s}, got {q!r}")
         self.x = x_s
         self.dtype = x_s.dtype
-        es: Eigensystem = top_eigensystem(x_s, self.kernel, k=q + 1, method=eig_method, generator=generator)
+        # tol 1e-2 relative to each eigenvalue: lambda_{q+1}, which sets the step size, to about 1%.
+        es: Eigensystem = top_eigensystem(x_s, self.kernel, k=q + 1, method=eig_method, tol=eig_tol,
+                                          generator=generator)
         self.eigensystem = es
         lam = es.eigenvalues
         tiny = torch.finfo(torch.float64).tiny
