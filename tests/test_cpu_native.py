@@ -233,6 +233,13 @@ def test_auto_picks_cpu_where_preferred():
     assert "CPU tensors only" in _cpu.unsupported_reason(gpu)
 
 
+def test_portable_kernels_are_preferred_at_small_d_only(monkeypatch):
+    monkeypatch.setenv("KOPS_CPU_ISA", "portable")
+    small = Case("kmv", torch.device("cpu"), torch.float32, 1000, 1000, 3, 1, "gaussian", "ieee")
+    large = Case("kmv", torch.device("cpu"), torch.float32, 1000, 1000, 128, 1, "gaussian", "ieee")
+    assert _cpu.preferred(small) and not _cpu.preferred(large)
+
+
 def test_auto_runs_the_native_kernel(monkeypatch, generator):
     calls = []
     original = _cpu.kmv

@@ -33,11 +33,10 @@ _OPS = ("kmv", "kmv_grad_xz", "kernel_matrix")
 _DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 _PRECISIONS = ("ieee", "tf32", "bf16")
 
-# Where "auto" prefers this backend over the torch reference (see bench/bench_cpu.py and
-# bench/results/cpu_*.json): measured faster for every size tried, from n = m = 1 up (the
-# preparation it shares with the reference is O((n + m) d), the fused tile loop avoids the
-# reference's passes over memory-sized blocks). The gradient is preferred too (its
-# products with the q tiles run through BLAS as in the reference, the q tiles stay in cache).
+# Largest d at which "auto" prefers the portable (non-AVX2) kernels over the torch backend
+# (measured on the loaded development machine, n = m = 3000: faster up to d = 32, about
+# even at d = 64, slower at d = 128).
+_PORTABLE_MAX_D = 32
 
 
 def _upcast(x: torch.Tensor, z: torch.Tensor, *others: torch.Tensor):
@@ -78,8 +77,16 @@ class CpuNativeBackend(Backend):
         return None
 
     def preferred(self, case: Case) -> bool:
-        """Whether "auto" should use this backend (measured faster than torch everywhere)."""
-        return self.unsupported_reason(case) is None
+        """Whether "auto" should use this backend for ``case``.
+
+        With the AVX2 kernels: wherever supported (measured faster than the torch backend at
+        every size tried, see bench/results/cpu_*.json). The portable build (no AVX2/FMA)
+        is about 6x slower at d = 64, level with the torch backend's BLAS there, and is
+        preferred only at small d, where the exp dominates.
+        """
+        if self.unsupported_reason(case) is not None:
+            return False
+        return self.isa() == "avx2" or case.d <= _PORTABLE_MAX_D
 
     def isa(self) -> str:
         """The instruction set the kernels use here: "avx2" or "portable"."""
