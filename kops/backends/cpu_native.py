@@ -1,20 +1,21 @@
 """The native CPU backend: fused, cache-blocked, multi-threaded C++ kernels (csrc/cpu).
 
-The C++ side (private ops ``torch.ops.kops._cpu_kmv_accumulate`` and
-``torch.ops.kops._cpu_kmv_grad_xz``) uses the torch reference's numerics: inputs centred on
-the mean of z and multiplied by the kernel's scale, squared distances by the GEMM trick
-(clamped at 0) or, for d <= 4, by direct differences, exact 0 on the diagonal when x is z,
-and the same noise-floor rule for the Laplacian's gradient. It never forms K beyond a tile
-of about 48 x 256 values: a register-blocked AVX2/FMA microkernel computes the distances
-of a tile and applies the kernel with a vectorised exp while they are in registers, and the
-tile is multiplied with V before the next one is formed. CPUs without AVX2/FMA get a
-portable build of the same kernels (``torch.ops.kops._cpu_isa()`` says which is used).
+The C++ side (private ops ``torch.ops.kops._cpu_kmv_accumulate``, ``_cpu_kmv_grad_xz`` and
+``_cpu_kernel_matrix``) uses the torch reference's numerics: inputs centred on the mean of
+the finite entries of z and multiplied by the kernel's scale, squared distances by the GEMM
+trick (clamped at 0) or, for d <= 4, by direct differences, exact 0 on the diagonal when x
+is z, and the same noise-floor rule for the Laplacian's gradient. It never forms K beyond a
+tile of about 48 x 256 values: a register-blocked AVX2/FMA microkernel computes the
+distances of a tile and applies the kernel with a vectorised exp while they are in
+registers, and the tile is multiplied with V before the next one is formed. CPUs without
+AVX2/FMA get a portable build of the same kernels (``torch.ops.kops._cpu_isa()`` says which
+is used; the environment variable ``KOPS_CPU_ISA=portable`` forces it).
 
 Supported: float32 and float64 (float16 / bfloat16 are upcast to float32, as the reference
 does), the four kops kernels, ``kmv`` / ``kmv_accumulate``, ``kmv_grad_xz`` and
-``kernel_matrix``, and the three
-precision modes: "ieee" exact, "tf32" / "bf16" emulated as in the reference by rounding the
-operands of both products (scaled x and z, the kernel values, V) to 10 / 7 mantissa bits.
+``kernel_matrix``, and the three precision modes: "ieee" exact, "tf32" / "bf16" emulated as
+in the reference by rounding the operands of the products (scaled x and z, the kernel
+values, V) to 10 / 7 mantissa bits.
 """
 from __future__ import annotations
 
