@@ -1,0 +1,280 @@
+"""The Triton backend: fused, tiled kernel products on tensor cores (kops/backends/triton_kernels.py).
+
+Numerics follow the torch reference backend: x and z are centred on the mean of z and
+multiplied by ``kernel.scale`` by a cheap O((n + m) d) torch pre-pass, the operands are
+rounded to the precision mode's format there, and the squared norms are computed in the
+accumulation dtype from those rounded values; the kernels then form
+``u = max(|xs|^2 + |zs|^2 - 2 xs.zs, 0)`` with ``tl.dot`` (or by direct differences for
+d <= DIRECT_MAX_D, which cannot cancel), set u to exactly 0 on the diagonal when x is z, and
+never write K. Gradients use the same u and the reference's formulas (Laplacian f'(0) := 0
+below the GEMM-trick noise floor).
+
+Precision modes (float32 inputs; float16 / bfloat16 are upcast to float32 first):
+
+=======  ===================================================  ============================
+mode     on a GPU                                             in the interpreter
+=======  ===================================================  ============================
+ieee     ``tl.dot(input_precision="ieee")``: exact fp32       same
+tf32     ``tl.dot(input_precision="tf32")`` on tensor cores   operands rounded to tf32,
+                                                              exact fp32 products
+bf16     operands cast to bfloat16, fp32 accumulation         operands rounded to bf16,
+                                                              exact fp32 products
+=======  ===================================================  ============================
+
+float64 inputs are computed in float64 (``tl.dot`` in fp64) in every mode, the tf32 / bf16
+operands rounded as for float32, as the reference does.
+
+Measured error against float64 (interpreter, float32, n = m = 300, d = 64, c = 8, relative to
+K @ |v|): ieee ~3e-7, tf32 ~5e-4, bf16 ~4e-3; float64 ~1e-15. GPU figures are to be measured.
+
+Block sizes: a single heuristic configuration in the interpreter (which cannot autotune);
+on a GPU ``triton.autotune`` over BLOCK_N / BLOCK_M / warps / stages keyed on
+(next power of two of d, of c, precision, kernel, direct path, dtypes). BLOCK_D (the d chunk)
+and BLOCK_C (the V column tile; wider V runs several column tiles) follow from d and c.
+"""
+from __future__ import annotations
+
+import torch
+
+from ..dispatch import register_backend
+from ..precision import accumulation_dtype, round_operand
+from .base import Backend, Case
+from .torch_reference import centering_shift, same_points
+
+__all__ = ["TritonBackend", "DIRECT_MAX_D"]
+
+#: d up to which distances come from direct differences (no GEMM-trick cancellation).
+#: A guess until timed on a GPU: the tensor-core distance product is cheaper from small d on.
+DIRECT_MAX_D = 16
+KERNEL_CODES = {"gaussian": 0, "laplacian": 1, "matern32": 2, "matern52": 3}
+PREC_CODES = {"ieee": 0, "tf32": 1, "bf16": 2}
+_OPS = ("kmv", "kmv_grad_xz", "kernel_matrix")
+_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+_kernels = None
+_import_error: str | None = None
+
+
+def _load():
+    """Import triton and the kernels once; None (and _import_error set) when impossible."""
+    global _kernels, _import_error
+    if _kernels is None and _import_error is None:
+        try:
+            from . import triton_kernels
+        except Exception as exc:  # noqa: BLE001 - any import failure means "not available"
+            _import_error = f"triton cannot be imported ({type(exc).__name__}: {exc})"
+        else:
+            _kernels = triton_kernels
+    return _kernels
+
+
+def _pow2(x: int, lo: int, hi: int) -> int:
+    p = 1
+    while p < x:
+        p *= 2
+    return max(lo, min(hi, p))
+
+
+# ------------------------------------------------------------------------- block choice
+def _blocks(d: int, c: int, dtype: torch.dtype, direct: bool) -> dict:
+    """Block sizes that do not depend on timing: the d chunk and the V column tile."""
+    block_d = _pow2(d, 16, 32 if dtype == torch.float64 else 64)
+    return dict(
+        BLOCK_D=block_d,
+        BLOCK_C=_pow2(c, 16, 64 if dtype == torch.float64 else 128),
+        X_RESIDENT=(not direct) and d <= block_d,
+    )
+
+
+def _interp_config() -> dict:
+    # Larger tiles mean fewer interpreted tile steps (the interpreter's cost is per step).
+    return dict(BLOCK_N=64, BLOCK_M=64)
+
+
+_TUNED: dict = {}
+
+
+def _autotuned(name: str, restore: tuple[str, ...]):
+    """The GPU autotuned wrapper of a kernel (built on first use; never in the interpreter)."""
+    fn = _TUNED.get(name)
+    if fn is None:
+        import triton
+
+        configs = []
+        for bn, bm, warps, stages in ((64, 64, 4, 2), (64, 64, 4, 3), (128, 64, 8, 2), (128, 64, 4, 3),
+                                      (64, 128, 8, 2), (128, 128, 8, 2), (64, 32, 4, 3)):
+            configs.append(triton.Config(dict(BLOCK_N=bn, BLOCK_M=bm), num_warps=warps, num_stages=stages))
+        base = getattr(_load(), name)
+        fn = triton.autotune(configs=configs, key=["D_KEY", "C_KEY", "KERNEL", "PREC", "DIRECT"],
+                             restore_value=list(restore))(base)
+        _TUNED[name] = fn
+    return fn
+
+
+def _launch(name: str, grid_fn, args: tuple, consts: dict, restore=()):
+    """Run kernel ``name``: one heuristic config in the interpreter, autotuned on a GPU."""
+    kernels = _load()
+    consts = {k: v for k, v in consts.items() if not k.startswith("_")}
+    if kernels.interpreted():
+        meta = dict(consts, **_interp_config())
+        getattr(kernels, name)[grid_fn(meta)](*args, **meta)
+    else:
+        _autotuned(name, restore)[grid_fn](*args, **consts)
+
+
+class _Prepared:
+    """Centred, scaled, precision-rounded contiguous copies of x and z and their norms."""
+
+    def __init__(self, x, z, kernel, precision, hw):
+        self.dtype = accumulation_dtype(x.dtype)
+        self.same = same_points(x, z)
+        center = centering_shift(z, self.dtype)
+        xs = round_operand((x.to(self.dtype) - center).mul_(kernel.scale), precision).contiguous()
+        zs = xs if self.same else round_operand((z.to(self.dtype) - center).mul_(kernel.scale), precision).contiguous()
+        self.xn = xs.square().sum(1)
+        self.zn = self.xn if self.same else zs.square().sum(1)
+        if hw and precision == "bf16":  # already bf16 values: halve the bytes the GPU reads
+            xs = xs.to(torch.bfloat16)
+            zs = xs if self.same else zs.to(torch.bfloat16)
+        self.xs, self.zs = xs, zs
+
+
+class TritonBackend(Backend):
+    """Backend "triton": fused flash-style kernel products and gradients in Triton."""
+
+    name = "triton"
+    description = (
+        "Triton: fused tiled kernel products on tensor cores (ieee/tf32/bf16, fp16-fp64), "
+        "K never formed; CPU tensors only in the interpreter (TRITON_INTERPRET=1)"
+    )
+
+    def unavailable_reason(self) -> str | None:
+        """None when triton imports, else why not.
+
+        Returns
+        -------
+        str or None
+        """
+        if _load() is None:
+            return _import_error
+        return None
+
+    def unsupported_reason(self, case: Case) -> str | None:
+        """None when ``case`` can run here, else a sentence saying why not.
+
+        Parameters
+        ----------
+        case : Case
+            The call's op, device, dtype, sizes, kernel and precision.
+        """
+        kernels = _load()
+        if kernels is None:
+            return _import_error
+        if case.op not in _OPS:
+            return f"the Triton backend implements {', '.join(_OPS)}, not {case.op}"
+        if case.device.type == "cpu":
+            if not kernels.interpreted():
+                return ("the Triton backend runs CPU tensors only in the Triton interpreter "
+                        "(set TRITON_INTERPRET=1 before importing kops)")
+        elif case.device.type != "cuda":
+            return f"the Triton backend runs on CUDA tensors, not {case.device.type}"
+        if case.dtype not in _DTYPES:
+            return f"the Triton backend does not support dtype {case.dtype}"
+        if case.kernel not in KERNEL_CODES:
+            return f"the Triton backend does not implement the {case.kernel!r} kernel"
+        return None
+
+    def preferred(self, case: Case) -> bool:
+        """Never on CPU (the interpreter is a test vehicle), on CUDA whenever supported."""
+        return case.device.type == "cuda" and self.unsupported_reason(case) is None
+
+    # ----------------------------------------------------------------------- internals
+    @staticmethod
+    def _modes(x, precision):
+        kernels = _load()
+        acc = accumulation_dtype(x.dtype)
+        hw = (not kernels.interpreted()) and acc == torch.float32 and precision != "ieee"
+        return hw, PREC_CODES[precision]
+
+    def kmv(self, x, z, v, kernel, precision, out, alpha) -> None:
+        """``out += alpha * K(x, z) @ v``; out is contiguous (n, c) in the accumulation dtype."""
+        hw, prec = self._modes(x, precision)
+        prep = _Prepared(x, z, kernel, precision, hw)
+        vr = round_operand(v.to(prep.dtype), precision)
+        if hw and precision == "bf16":
+            vr = vr.to(torch.bfloat16)
+        n, d = x.shape
+        m, c = v.shape
+        direct = d <= DIRECT_MAX_D
+        consts = dict(KERNEL=KERNEL_CODES[kernel.name], PREC=prec, HW=hw, SAME=prep.same, DIRECT=direct,
+                      **_blocks(d, c, prep.dtype, direct))
+        block_c = consts["BLOCK_C"]
+
+        def grid(meta):
+            return (triton_cdiv(n, meta["BLOCK_N"]), triton_cdiv(c, block_c))
+
+        args = (prep.xs, prep.zs, vr, prep.xn, prep.zn, out, n, m, d, c, prep.xs.stride(0), prep.zs.stride(0),
+                vr.stride(0), vr.stride(1), out.stride(0), float(alpha), _pow2(d, 1, 1 << 30), _pow2(c, 1, 1 << 30))
+        _launch("kmv_fwd_kernel", grid, args, consts, restore=("O",))
+
+    def _grad_one(self, a, b, g, v, prep_a_n, prep_b_n, kernel, prec, hw, same, dtype, precision):
+        """factor * sum_j f'(u_ij) <g_i, v_j> (a_i - b_j) for the rows of a (prepared inputs)."""
+        n, d = a.shape
+        m = b.shape[0]
+        c = v.shape[1]
+        out = torch.empty(n, d, dtype=dtype, device=a.device)
+        direct = d <= DIRECT_MAX_D
+        blocks = _blocks(d, c, dtype, direct)
+        block_dg = blocks["BLOCK_D"]
+        eps = torch.finfo(dtype).eps
+        consts = dict(KERNEL=KERNEL_CODES[kernel.name], PREC=prec, HW=hw, SAME=same, DIRECT=direct,
+                      FLOOR=(not kernel.smooth_at_zero) and not direct, BLOCK_DG=block_dg, **blocks)
+
+        def grid(meta):
+            return (triton_cdiv(n, meta["BLOCK_N"]), triton_cdiv(d, block_dg))
+
+        args = (a, b, g, v, prep_a_n, prep_b_n, out, n, m, d, c, a.stride(0), b.stride(0), g.stride(0), g.stride(1),
+                v.stride(0), v.stride(1), out.stride(0), 2.0 * kernel.scale, 16.0 * eps,
+                _pow2(d, 1, 1 << 30), _pow2(c, 1, 1 << 30))
+        _launch("kmv_grad_kernel", grid, args, consts)
+        return out
+
+    def kmv_grad_xz(self, x, z, v, grad_out, kernel, precision):
+        """Gradients of ``<grad_out, K(x, z) @ v>`` with respect to x and z (accumulation dtype).
+
+        gx = 2 scale (rowsum(Q) xs - Q zs), gz = 2 scale (colsum(Q) zs - Q^T xs) with
+        Q_ij = f'(u_ij) <g_i, v_j>; the z gradient is the x kernel with (x, g) and (z, v) swapped.
+        """
+        hw, prec = self._modes(x, precision)
+        prep = _Prepared(x, z, kernel, precision, hw)
+        g, vv = grad_out.to(prep.dtype), v.to(prep.dtype)
+        args = (kernel, prec, hw, prep.same, prep.dtype, precision)
+        gx = self._grad_one(prep.xs, prep.zs, g, vv, prep.xn, prep.zn, *args)
+        gz = self._grad_one(prep.zs, prep.xs, vv, g, prep.zn, prep.xn, *args)
+        return gx, gz
+
+    def kernel_matrix(self, x, z, kernel, precision):
+        """K(x, z), shape (n, m), in the accumulation dtype."""
+        hw, prec = self._modes(x, precision)
+        prep = _Prepared(x, z, kernel, precision, hw)
+        n, d = x.shape
+        m = z.shape[0]
+        out = torch.empty(n, m, dtype=prep.dtype, device=x.device)
+        direct = d <= DIRECT_MAX_D
+        blocks = _blocks(d, 1, prep.dtype, direct)
+        blocks.pop("BLOCK_C")
+        consts = dict(KERNEL=KERNEL_CODES[kernel.name], PREC=prec, HW=hw, SAME=prep.same, DIRECT=direct, **blocks)
+        kernels = _load()
+        meta = dict({k: v for k, v in consts.items() if not k.startswith("_")}, BLOCK_N=64, BLOCK_M=64)
+        grid = (triton_cdiv(n, 64), triton_cdiv(m, 64))
+        # A memory-bound store of K: one fixed tiling is enough (no autotuning).
+        kernels.kernel_matrix_kernel[grid](prep.xs, prep.zs, prep.xn, prep.zn, out, n, m, d, prep.xs.stride(0),
+                                           prep.zs.stride(0), out.stride(0), **meta)
+        return out
+
+
+def triton_cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+register_backend(TritonBackend())
