@@ -132,3 +132,33 @@ def test_seeds_reproduce():
     a = kops.EigenPro4(KERNEL, BW, centers=50, epochs=2, random_state=7).fit(X, Y).predict(Xt)
     b = kops.EigenPro4(KERNEL, BW, centers=50, epochs=2, random_state=7).fit(X, Y).predict(Xt)
     torch.testing.assert_close(a, b)
+
+
+def test_eigenpro4_predicts_through_one_buffer_and_respects_budget(monkeypatch):
+    import kops.solvers.eigenpro4 as ep4mod
+
+    calls = []
+    real = ep4mod.kmv
+
+    def spy(x, z, v, *args, **kwargs):
+        calls.append((z.untyped_storage().data_ptr(), v.untyped_storage().data_ptr(), z.shape[0]))
+        return real(x, z, v, *args, **kwargs)
+
+    monkeypatch.setattr(ep4mod, "kmv", spy)
+    X, Y, _ = _problem(n=400)
+    model = kops.EigenPro4(KERNEL, BW, centers=100, batch_size=20, epochs=1, random_state=0).fit(X, Y)
+    T = model.projection_interval_
+    assert T == 5
+    # Two fused calls per batch: the prediction over [Z; X_S; Z_tmp] and K([Z; X_S], X_B) g,
+    # every one on views of the same two preallocated buffers.
+    assert len(calls) == 2 * (400 // 20)
+    predictions = calls[0::2]
+    assert len({c[0] for c in predictions}) == 1 and len({c[1] for c in predictions}) == 1
+    sizes = [c[2] for c in calls[0::2]]
+    p_s = sizes[0]
+    assert sizes[:T] == [p_s + 20 * k for k in range(T)]  # the pending part grows, then resets
+    assert sizes[T] == p_s
+    # A small memory budget shortens T (the pending buffer, T m rows, gets at most half of it).
+    small = kops.EigenPro4(KERNEL, BW, centers=100, batch_size=20, epochs=1, random_state=0,
+                           memory_budget=2 * 2 * 20 * (3 + 2) * 4).fit(X, Y)  # float32 rows of x and y
+    assert small.projection_interval_ == 2

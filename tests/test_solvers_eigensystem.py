@@ -84,3 +84,15 @@ def test_preconditioner_formulas_and_correction():
     assert float(top) == pytest.approx(float(lam[q]), rel=1e-6)
     with pytest.raises(ValueError, match="n_components"):
         NystromPreconditioner(x, "gaussian", 1.0, n_components=300)
+
+
+def test_matrix_free_path_never_forms_k(monkeypatch):
+    import kops.solvers.eigensystem as es
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("the matrix-free path formed K")
+
+    monkeypatch.setattr(es, "kernel_matrix", forbidden)
+    x = _points(400, 5, 6)
+    out = top_eigensystem(x, "gaussian", 2.0, k=10, method="subspace", tol=1e-8)
+    assert out.method == "subspace" and out.residual <= 1e-8

@@ -1,6 +1,6 @@
 """EigenPro 3: projected preconditioned SGD for a kernel model on general centers Z.
 
-With the data preconditioner (X_S, E, D, eta) drawn from X and ``M = K(Z, X_S) E D``::
+With the Nystrom preconditioner (X_S, E, D, eta) and ``M = K(Z, X_S) E D``::
 
     each batch B:
         g     = K(X_B, Z) alpha - Y_B                      # m x c
@@ -9,6 +9,12 @@ With the data preconditioner (X_S, E, D, eta) drawn from X and ``M = K(Z, X_S) E
         alpha -= eta theta
 
 The projection costs O(p^2 d) per batch, which is what EigenPro 4 amortises.
+
+The Nystrom sample X_S is drawn from the centers (a random sample of X when the centers
+are): the preconditioner then maps span{K(., z)} to itself and commutes with the
+projection, so the fixed point is exactly the least-squares model on Z. (With X_S drawn
+from X outside span Z, the fixed point ``Pi_Z P grad = 0`` differs from ``Pi_Z grad = 0``.)
+The same eigensystem, with its own step size, preconditions the projection's EigenPro 2.
 """
 from __future__ import annotations
 
@@ -49,7 +55,7 @@ class EigenPro3(ProjectedEigenPro):
     centers_ : Tensor (p, d)
     weights_ : Tensor (p, c)
     preconditioner_ : NystromPreconditioner
-        The data preconditioner (from X).
+        The Nystrom preconditioner (its sample drawn from the centers).
     projector_ : CenterProjector
         The projection's solver with its preconditioner from Z.
     batch_size_, step_size_, history_

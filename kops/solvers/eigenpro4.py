@@ -10,7 +10,7 @@ is always a prefix: the prediction on a batch is a single :func:`kops.kmv` call 
 of the buffers (nothing is concatenated per step), and ``K(Z, X_B) g`` and
 ``K(X_S, X_B) g`` are a single call on the ``[Z; X_S]`` prefix::
 
-    setup: data preconditioner (X_S, E, D, eta) from X;  M = K(Z, X_S) E D   (p x q)
+    setup: Nystrom preconditioner (X_S, E, D, eta), X_S drawn from Z;  M = K(Z, X_S) E D
            T = max(1, (coeff - 1) p // m)    (never 0; also bounded by the memory budget)
     each batch B:
         g   = K(X_B, [Z; X_S; Z_tmp]) [alpha; a_S; a_tmp] - Y_B
@@ -18,7 +18,7 @@ of the buffers (nothing is concatenated per step), and ``K(Z, X_B) g`` and
         h  -= eta (u_Z - M v)             # cached predictions: the pending part's values on Z
         append X_B to Z_tmp with weights -eta g;   a_S += eta E D v
         every T batches and at the end of each epoch:
-            w ~ K(Z, Z)^{-1} h            # one EigenPro 2 epoch on the centers (own preconditioner)
+            w ~ K(Z, Z)^{-1} h            # one EigenPro 2 epoch on the centers (own step size)
             alpha += w;  clear Z_tmp, a_tmp, a_S, h
 
 Because h is accumulated, the projection never evaluates the pending model on Z. The
