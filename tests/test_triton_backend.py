@@ -105,6 +105,19 @@ def test_kernel_matrix(kernel, precision, generator):
     assert (k.double() - ref).abs().max() <= tol
 
 
+@pytest.mark.parametrize("same", [False, True])
+def test_z_range_split(same, monkeypatch, generator):
+    # Few rows of x: on a GPU the z range is split over programs; force it in the interpreter.
+    from kops.backends import triton_backend
+
+    monkeypatch.setattr(triton_backend, "FORCE_SPLITS", 3)
+    x, z, v, bw = random_problem(20, 300, 24, 3, generator=generator)  # 3 ranges of 128, 128, 44
+    x = z if same else x
+    out = torch.ones(x.shape[0], 3)
+    kops.kmv_accumulate(out, x, z, v, "gaussian", bw, alpha=2.0, backend="triton")
+    assert_kmv_close((out - 1) / 2, x, z, v, "gaussian", bw)
+
+
 @pytest.mark.parametrize("alpha", [1.0, -0.5])
 def test_accumulate(alpha, generator):
     x, z, v, bw = random_problem(66, 71, 35, 4, generator=generator)

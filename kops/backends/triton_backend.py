@@ -122,6 +122,30 @@ def _launch(name: str, grid_fn, args: tuple, consts: dict, restore=()):
         _autotuned(name, restore)[grid_fn](*args, **consts)
 
 
+#: Split the z range over several programs per row tile when fewer than this many programs
+#: per SM would run otherwise (few rows of x, e.g. predictions or Nystrom blocks).
+_PROGRAMS_PER_SM = 2
+#: Never give a split fewer z rows than this (each split re-reads its row tile and writes n x c).
+_MIN_ROWS_PER_SPLIT = 2048
+_MAX_SPLITS = 64
+#: Tests set this to force a split count in the interpreter.
+FORCE_SPLITS: int | None = None
+
+
+def _z_splits(device: torch.device, n: int, m: int, column_tiles: int) -> int:
+    """How many z ranges each row tile's work is split into (1: no split)."""
+    if FORCE_SPLITS is not None:
+        return max(1, min(FORCE_SPLITS, m))
+    if device.type != "cuda":
+        return 1
+    sms = torch.cuda.get_device_properties(device).multi_processor_count
+    programs = triton_cdiv(n, 128) * column_tiles  # the largest autotuned BLOCK_N
+    if programs >= _PROGRAMS_PER_SM * sms:
+        return 1
+    want = triton_cdiv(_PROGRAMS_PER_SM * sms, programs)
+    return max(1, min(want, m // _MIN_ROWS_PER_SPLIT, _MAX_SPLITS))
+
+
 class _Prepared:
     """Centred, scaled, precision-rounded contiguous copies of x and z and their norms."""
 
@@ -209,13 +233,21 @@ class TritonBackend(Backend):
         consts = dict(KERNEL=KERNEL_CODES[kernel.name], PREC=prec, HW=hw, SAME=prep.same, DIRECT=direct,
                       **_blocks(d, c, prep.dtype, direct))
         block_c = consts["BLOCK_C"]
+        split = _z_splits(x.device, n, m, triton_cdiv(c, block_c))
+        m_per_split = triton_cdiv(triton_cdiv(m, split), 128) * 128  # whole tiles for any BLOCK_M
+        split = triton_cdiv(m, m_per_split)
+        # Split partial sums go to a workspace, added below in a fixed order (deterministic).
+        target = out if split == 1 else torch.zeros(split, n, c, dtype=out.dtype, device=out.device)
 
         def grid(meta):
-            return (triton_cdiv(n, meta["BLOCK_N"]), triton_cdiv(c, block_c))
+            return (triton_cdiv(n, meta["BLOCK_N"]), triton_cdiv(c, block_c), split)
 
-        args = (prep.xs, prep.zs, vr, prep.xn, prep.zn, out, n, m, d, c, prep.xs.stride(0), prep.zs.stride(0),
-                vr.stride(0), vr.stride(1), out.stride(0), float(alpha), _pow2(d, 1, 1 << 30), _pow2(c, 1, 1 << 30))
+        args = (prep.xs, prep.zs, vr, prep.xn, prep.zn, target, n, m, d, c, prep.xs.stride(0), prep.zs.stride(0),
+                vr.stride(0), vr.stride(1), c, n * c, m_per_split, float(alpha), _pow2(d, 1, 1 << 30),
+                _pow2(c, 1, 1 << 30))
         _launch("kmv_fwd_kernel", grid, args, consts, restore=("O",))
+        if split > 1:
+            out += target.sum(0)
 
     def _grad_one(self, a, b, g, v, prep_a_n, prep_b_n, kernel, prec, hw, same, dtype, precision):
         """factor * sum_j f'(u_ij) <g_i, v_j> (a_i - b_j) for the rows of a (prepared inputs)."""

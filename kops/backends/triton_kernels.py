@@ -176,11 +176,17 @@ def _load_x_tile(X, rows64, row_ok, d, sxn, X_RESIDENT: tl.constexpr, BLOCK_D: t
 
 # ------------------------------------------------------------------------------ kernels
 @triton.jit
-def kmv_fwd_kernel(X, Z, V, XN, ZN, O, n, m, d, c, sxn, szm, svm, svc, son, alpha, D_KEY, C_KEY,
+def kmv_fwd_kernel(X, Z, V, XN, ZN, O, n, m, d, c, sxn, szm, svm, svc, son, sos, m_per_split, alpha, D_KEY, C_KEY,
                    KERNEL: tl.constexpr, PREC: tl.constexpr, HW: tl.constexpr, SAME: tl.constexpr,
                    DIRECT: tl.constexpr, X_RESIDENT: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr,
                    BLOCK_D: tl.constexpr, BLOCK_C: tl.constexpr):
-    """O[rows, cols] += alpha * sum_j f(u(x_row, z_j)) V[j, cols]; D_KEY, C_KEY only key autotuning."""
+    """O[s, rows, cols] += alpha * sum_j f(u(x_row, z_j)) V[j, cols] over the z range of split s.
+
+    Grid axis 2 splits the z rows into ranges of m_per_split (when the row tiles alone cannot
+    fill the GPU); split s writes its partial sum to slice s of O (slice stride ``sos``), and the
+    caller adds the slices in a fixed order (deterministic, no atomics). D_KEY and C_KEY only
+    key the autotuning.
+    """
     acc_dtype: tl.constexpr = O.dtype.element_ty
     pid_n = tl.program_id(0)
     pid_c = tl.program_id(1)
@@ -192,9 +198,12 @@ def kmv_fwd_kernel(X, Z, V, XN, ZN, O, n, m, d, c, sxn, szm, svm, svc, son, alph
     xn = tl.load(XN + rows64, mask=row_ok, other=0.0)
     xa = _load_x_tile(X, rows64, row_ok, d, sxn, X_RESIDENT, BLOCK_D)
     acc = tl.zeros((BLOCK_N, BLOCK_C), dtype=acc_dtype)
-    for j0 in range(0, m, BLOCK_M):
+    pid_s = tl.program_id(2)
+    j_start = pid_s * m_per_split
+    j_end = tl.minimum(m, j_start + m_per_split)
+    for j0 in range(j_start, j_end, BLOCK_M):
         cols = j0 + tl.arange(0, BLOCK_M)
-        col_ok = cols < m
+        col_ok = cols < j_end
         cols64 = cols.to(tl.int64)
         u = _sqdist(X, Z, xa, xn, rows64, row_ok, cols, cols64, col_ok, d, sxn, szm, ZN, acc_dtype,
                     PREC, HW, SAME, DIRECT, X_RESIDENT, BLOCK_N, BLOCK_M, BLOCK_D)
@@ -203,7 +212,7 @@ def kmv_fwd_kernel(X, Z, V, XN, ZN, O, n, m, d, c, sxn, szm, svm, svc, son, alph
             p = _round_bits(p, PREC)
         vb = tl.load(V + cols64[:, None] * svm + cc[None, :] * svc, mask=col_ok[:, None] & c_ok[None, :], other=0.0)
         acc = _mma(p, vb, acc, PREC, HW)
-    optr = O + rows64[:, None] * son + cc[None, :]
+    optr = O + pid_s.to(tl.int64) * sos + rows64[:, None] * son + cc[None, :]
     omask = row_ok[:, None] & c_ok[None, :]
     # This program is the only writer of its output tile: a plain read-modify-write.
     prev = tl.load(optr, mask=omask, other=0.0)
@@ -303,8 +312,8 @@ def compile_variants():
         label = f"{op_t}/{acc_t} prec={prec} hw={hw} direct={direct} resident={resident} kernel={i % 4}"
         # forward
         sig = dict(X="*" + op_t, Z="*" + op_t, V="*" + op_t, XN="*" + acc_t, ZN="*" + acc_t, O="*" + acc_t)
-        sig.update({k: "i32" for k in ("n", "m", "d", "c", "sxn", "szm", "svm", "svc", "son")})
-        sig.update(alpha="fp32", D_KEY="i32", C_KEY="i32")
+        sig.update({k: "i32" for k in ("n", "m", "d", "c", "sxn", "szm", "svm", "svc", "son", "m_per_split")})
+        sig.update(sos="i64", alpha="fp32", D_KEY="i32", C_KEY="i32")
         consts = dict(common, BLOCK_C=16 if i % 2 else 64)
         sig.update({k: "constexpr" for k in consts})
         out.append((kmv_fwd_kernel, sig, consts, "kmv_fwd " + label))
