@@ -43,10 +43,22 @@ X_RESIDENT
 FLOOR (gradient)
     Laplacian: ``u <= floor_eps * (xn + zn)`` is treated as 0 (GEMM-trick noise; f'(0) := 0).
 
-Measured error (interpreter emulation, float32 inputs, n = m = 300, d = 64, c = 8, random
-data with bandwidth sqrt(d), relative to K @ |v| as kops.testing measures it):
-ieee ~ 3e-7, tf32 ~ 5e-4, bf16 ~ 4e-3 (Gaussian; Laplacian similar); float64 ieee ~ 1e-15.
-GPU figures are still to be measured.
+Measured error (interpreter emulation; kops.testing.kmv_error, i.e. max over outputs of
+|out - float64 reference| / (K @ |v|); random normal data, bandwidth sqrt(d), c = 8,
+n = m = 200 (100 at d = 784); Gaussian and Laplacian alike, with the data centred at 0 or
+shifted by 10 in every feature; the largest value seen):
+
+=========  =========  =========  =========
+mode       d = 3      d = 64     d = 784
+=========  =========  =========  =========
+ieee fp32  7e-8       7e-8       1.1e-7
+tf32       1.7e-4     9e-5       1.3e-4
+bf16       2.1e-3     7e-4       8e-4
+ieee fp64  3e-16      3e-16      2.4e-16
+=========  =========  =========  =========
+
+(tolerances of kops.testing: 1e-5, 1e-2, 3e-2, 1e-11). GPU figures are still to be measured:
+the hardware modes round the same operands but accumulate in a different order.
 """
 from __future__ import annotations
 
@@ -300,10 +312,10 @@ def compile_variants():
     """
     # (pointer dtype of X/Z/V, accumulation dtype, PREC, HW)
     modes = [("fp32", "fp32", 0, False), ("fp32", "fp32", 1, True), ("bf16", "fp32", 2, True),
-             ("fp64", "fp64", 0, False), ("fp64", "fp64", 1, False), ("fp64", "fp64", 2, False),
-             ("fp32", "fp32", 2, False)]
+             ("fp64", "fp64", 0, False), ("fp64", "fp64", 1, False), ("fp32", "fp32", 2, False)]
     # (DIRECT, X_RESIDENT, BLOCK_D)
     paths = [(False, True, 64), (False, False, 32), (True, False, 16)]
+    # (emulated bf16 rounding appears once, in float32: in float64 it is the same code)
     plans = [(mode, paths[0]) for mode in modes] + [(modes[0], p) for p in paths[1:]] + [(modes[2], paths[1])]
     out = []
     for i, ((op_t, acc_t, prec, hw), (direct, resident, block_d)) in enumerate(plans):
@@ -317,7 +329,10 @@ def compile_variants():
         consts = dict(common, BLOCK_C=16 if i % 2 else 64)
         sig.update({k: "constexpr" for k in consts})
         out.append((kmv_fwd_kernel, sig, consts, "kmv_fwd " + label))
-        # gradient (G stays in the accumulation dtype)
+        # gradient (G stays in the accumulation dtype); emulated reduced modes round nothing
+        # inside it, so they compile to the ieee variant and are not repeated
+        if prec != 0 and not hw:
+            continue
         sig = dict(X="*" + op_t, Z="*" + op_t, G="*" + acc_t, V="*" + acc_t, XN="*" + acc_t, ZN="*" + acc_t,
                    OUT="*" + acc_t)
         sig.update({k: "i32" for k in ("n", "m", "d", "c", "sxn", "szm", "sgn", "sgc", "svm", "svc", "son")})
@@ -326,7 +341,7 @@ def compile_variants():
                       BLOCK_DG=common["BLOCK_D"])
         sig.update({k: "constexpr" for k in consts})
         out.append((kmv_grad_kernel, sig, consts, "kmv_grad " + label))
-        if i not in (0, 2, 3, 8):  # K's store shares _sqdist: its numeric modes and paths suffice
+        if i not in (0, 2, 3, 7):  # K's store shares _sqdist: its numeric modes and paths suffice
             continue
         sig = dict(X="*" + op_t, Z="*" + op_t, XN="*" + acc_t, ZN="*" + acc_t, K="*" + acc_t)
         sig.update({k: "i32" for k in ("n", "m", "d", "sxn", "szm", "skn")})
