@@ -29,12 +29,15 @@ d in {3, 64, 784}, Gaussian and Laplacian, centred and shifted data; table in
 triton_kernels.py): ieee fp32 1.1e-7, tf32 1.7e-4, bf16 2.1e-3, fp64 3e-16. GPU figures are
 still to be measured.
 
-Block sizes: a single heuristic configuration in the interpreter (which cannot autotune);
-on a GPU ``triton.autotune`` over BLOCK_N / BLOCK_M / warps / stages keyed on
-(next power of two of d, of c, precision, kernel, direct path, dtypes). BLOCK_D (the d chunk)
+Block sizes: a single configuration in the interpreter (which cannot autotune); on a GPU
+``triton.autotune`` over BLOCK_N / BLOCK_M / warps / stages keyed on (next power of two of d,
+of c, precision, kernel, direct path, dtypes), or with ``KOPS_TRITON_AUTOTUNE=0`` one
+heuristic configuration (no timing runs; what GPU test suites should use). BLOCK_D (the d chunk)
 and BLOCK_C (the V column tile; wider V runs several column tiles) follow from d and c.
 """
 from __future__ import annotations
+
+import os
 
 import torch
 
@@ -93,6 +96,33 @@ def _interp_config() -> dict:
     return dict(BLOCK_N=64, BLOCK_M=64)
 
 
+def _heuristic_config(consts: dict, dtype: torch.dtype) -> dict:
+    """One GPU launch configuration without timing (KOPS_TRITON_AUTOTUNE=0).
+
+    A guess from the structure, to be checked against the autotuner's choices on a GPU:
+    float64 and the direct path keep register tiles small; the tensor-core paths take
+    128-row tiles, more warps for wide V tiles, deeper pipelines when d is looped.
+    """
+    if dtype == torch.float64:
+        return dict(BLOCK_N=64, BLOCK_M=32, num_warps=4, num_stages=2)
+    if consts.get("DIRECT"):
+        return dict(BLOCK_N=64, BLOCK_M=64, num_warps=4, num_stages=2)
+    resident = consts.get("X_RESIDENT", False)
+    wide = consts.get("BLOCK_C", 16) >= 64
+    return dict(BLOCK_N=128, BLOCK_M=64, num_warps=8 if (wide or not resident) else 4,
+                num_stages=2 if resident else 3)
+
+
+def autotune_enabled() -> bool:
+    """Whether GPU launches autotune (default) or use one heuristic configuration.
+
+    ``KOPS_TRITON_AUTOTUNE=0`` turns autotuning off: each new (d, c, kernel, precision, dtype)
+    key otherwise compiles and times every configuration once (seconds), which test suites
+    with many distinct shapes cannot afford.
+    """
+    return os.environ.get("KOPS_TRITON_AUTOTUNE", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
 _TUNED: dict = {}
 
 
@@ -103,8 +133,8 @@ def _autotuned(name: str, restore: tuple[str, ...]):
         import triton
 
         configs = []
-        for bn, bm, warps, stages in ((64, 64, 4, 2), (64, 64, 4, 3), (128, 64, 8, 2), (128, 64, 4, 3),
-                                      (64, 128, 8, 2), (128, 128, 8, 2), (64, 32, 4, 3)):
+        for bn, bm, warps, stages in ((64, 64, 4, 2), (128, 64, 8, 2), (128, 64, 4, 3), (128, 128, 8, 2),
+                                      (64, 32, 4, 3)):
             configs.append(triton.Config(dict(BLOCK_N=bn, BLOCK_M=bm), num_warps=warps, num_stages=stages))
         base = getattr(_load(), name)
         fn = triton.autotune(configs=configs, key=["D_KEY", "C_KEY", "KERNEL", "PREC", "DIRECT"],
@@ -113,15 +143,17 @@ def _autotuned(name: str, restore: tuple[str, ...]):
     return fn
 
 
-def _launch(name: str, grid_fn, args: tuple, consts: dict, restore=()):
-    """Run kernel ``name``: one heuristic config in the interpreter, autotuned on a GPU."""
+def _launch(name: str, grid_fn, args: tuple, consts: dict, dtype: torch.dtype, restore=()):
+    """Run kernel ``name``: one config in the interpreter, autotuned (or heuristic) on a GPU."""
     kernels = _load()
-    consts = {k: v for k, v in consts.items() if not k.startswith("_")}
     if kernels.interpreted():
         meta = dict(consts, **_interp_config())
         getattr(kernels, name)[grid_fn(meta)](*args, **meta)
-    else:
+    elif autotune_enabled():
         _autotuned(name, restore)[grid_fn](*args, **consts)
+    else:
+        meta = dict(consts, **_heuristic_config(consts, dtype))
+        getattr(kernels, name)[grid_fn(meta)](*args, **meta)
 
 
 #: Split the z range over several programs per row tile when fewer than this many programs
@@ -247,7 +279,7 @@ class TritonBackend(Backend):
         args = (prep.xs, prep.zs, vr, prep.xn, prep.zn, target, n, m, d, c, prep.xs.stride(0), prep.zs.stride(0),
                 vr.stride(0), vr.stride(1), c, n * c, m_per_split, float(alpha), _pow2(d, 1, 1 << 30),
                 _pow2(c, 1, 1 << 30))
-        _launch("kmv_fwd_kernel", grid, args, consts, restore=("O",))
+        _launch("kmv_fwd_kernel", grid, args, consts, prep.dtype, restore=("O",))
         if split > 1:
             out += target.sum(0)
 
@@ -270,7 +302,7 @@ class TritonBackend(Backend):
         args = (a, b, g, v, prep_a_n, prep_b_n, out, n, m, d, c, a.stride(0), b.stride(0), g.stride(0), g.stride(1),
                 v.stride(0), v.stride(1), out.stride(0), 2.0 * kernel.scale, 16.0 * eps,
                 _pow2(d, 1, 1 << 30), _pow2(c, 1, 1 << 30))
-        _launch("kmv_grad_kernel", grid, args, consts)
+        _launch("kmv_grad_kernel", grid, args, consts, dtype)
         return out
 
     def kmv_grad_xz(self, x, z, v, grad_out, kernel, precision):
@@ -299,7 +331,7 @@ class TritonBackend(Backend):
         blocks.pop("BLOCK_C")
         consts = dict(KERNEL=KERNEL_CODES[kernel.name], PREC=prec, HW=hw, SAME=prep.same, DIRECT=direct, **blocks)
         kernels = _load()
-        meta = dict({k: v for k, v in consts.items() if not k.startswith("_")}, BLOCK_N=64, BLOCK_M=64)
+        meta = dict(consts, BLOCK_N=64, BLOCK_M=64)
         grid = (triton_cdiv(n, 64), triton_cdiv(m, 64))
         # A memory-bound store of K: one fixed tiling is enough (no autotuning).
         kernels.kernel_matrix_kernel[grid](prep.xs, prep.zs, prep.xn, prep.zn, out, n, m, d, prep.xs.stride(0),
