@@ -37,7 +37,7 @@ def _interpreter_or_gpu(request, monkeypatch):
         # One heuristic configuration per variant: autotuning every distinct shape of this
         # file would cost minutes of compilation on the GPU machine.
         monkeypatch.setenv("KOPS_TRITON_AUTOTUNE", "0")
-    elif "compile" not in request.node.name:
+    elif "compile" not in request.node.name and "import" not in request.node.name:
         _runs_here("cpu")
 
 
@@ -173,6 +173,34 @@ def test_auto_never_picks_the_interpreter():
     case = Case("kmv", torch.device("cpu"), torch.float32, 100, 100, 64, 1, "gaussian", "ieee")
     assert not BACKEND.preferred(case)
     assert select_backend("auto", case).name != "triton"
+
+
+def test_import_without_triton_and_without_interpreter():
+    # kops imports without triton and says why the backend cannot run; with triton but
+    # without TRITON_INTERPRET, CPU tensors are refused with the reason. One subprocess (an
+    # import of torch costs seconds): triton hidden first, then made visible again.
+    script = textwrap.dedent("""
+        import sys, torch
+        sys.modules["triton"] = None  # import triton now raises ImportError
+        import kops
+        from kops.backends import triton_backend
+        from kops.backends.base import Case
+        from kops.dispatch import backends
+        b = backends()["triton"]
+        case = Case("kmv", torch.device("cpu"), torch.float32, 5, 5, 3, 1, "gaussian", "ieee")
+        x = torch.randn(5, 3)
+        assert kops.kmv(x, x, torch.ones(5), "gaussian", 1.0).shape == (5,)  # auto still works
+        print(b.unavailable_reason())
+        del sys.modules["triton"]
+        triton_backend._kernels = triton_backend._import_error = None
+        print(b.unavailable_reason(), "|", b.unsupported_reason(case))
+    """)
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    run = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    hidden, plain = run.stdout.strip().splitlines()[-2:]
+    assert "triton cannot be imported" in hidden
+    assert plain.startswith("None |") and "TRITON_INTERPRET" in plain
 
 
 # ---------------------------------------------------------------------- compile check
