@@ -37,6 +37,7 @@ and BLOCK_C (the V column tile; wider V runs several column tiles) follow from d
 """
 from __future__ import annotations
 
+import contextlib
 import os
 
 import torch
@@ -149,11 +150,13 @@ def _launch(name: str, grid_fn, args: tuple, consts: dict, dtype: torch.dtype, r
     if kernels.interpreted():
         meta = dict(consts, **_interp_config())
         getattr(kernels, name)[grid_fn(meta)](*args, **meta)
-    elif autotune_enabled():
-        _autotuned(name, restore)[grid_fn](*args, **consts)
-    else:
-        meta = dict(consts, **_heuristic_config(consts, dtype))
-        getattr(kernels, name)[grid_fn(meta)](*args, **meta)
+        return
+    with torch.cuda.device(args[0].device):  # triton launches on the current device
+        if autotune_enabled():
+            _autotuned(name, restore)[grid_fn](*args, **consts)
+        else:
+            meta = dict(consts, **_heuristic_config(consts, dtype))
+            getattr(kernels, name)[grid_fn(meta)](*args, **meta)
 
 
 #: Split the z range over several programs per row tile when fewer than this many programs
@@ -334,8 +337,9 @@ class TritonBackend(Backend):
         meta = dict(consts, BLOCK_N=64, BLOCK_M=64)
         grid = (triton_cdiv(n, 64), triton_cdiv(m, 64))
         # A memory-bound store of K: one fixed tiling is enough (no autotuning).
-        kernels.kernel_matrix_kernel[grid](prep.xs, prep.zs, prep.xn, prep.zn, out, n, m, d, prep.xs.stride(0),
-                                           prep.zs.stride(0), out.stride(0), **meta)
+        with contextlib.nullcontext() if kernels.interpreted() else torch.cuda.device(x.device):
+            kernels.kernel_matrix_kernel[grid](prep.xs, prep.zs, prep.xn, prep.zn, out, n, m, d, prep.xs.stride(0),
+                                               prep.zs.stride(0), out.stride(0), **meta)
         return out
 
 
