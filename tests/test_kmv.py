@@ -3,7 +3,7 @@ import pytest
 import torch
 
 import kops
-from kops.testing import assert_kmv_close, kmv_error, random_problem, reference_kernel_matrix, tolerance
+from kops.testing import assert_kmv_close, kmv_error, random_problem, reference_kernel_matrix
 
 from helpers import ALL_BACKENDS, skip_unless_runs
 

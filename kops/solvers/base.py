@@ -14,6 +14,7 @@ Targets (``task``):
 """
 from __future__ import annotations
 
+import contextlib
 import inspect
 import math
 import sys
@@ -22,6 +23,7 @@ import time
 import numpy as np
 import torch
 
+from ..config import memory_budget
 from ..ops import kmv
 from ._utils import check_X, check_y, encode_targets, kernel_of, make_generator, resolve_device, resolve_dtype
 
@@ -147,6 +149,11 @@ class KernelModel(_Base):
         -------
         self
         """
+        budget = getattr(self, "memory_budget", None)
+        with memory_budget(budget) if budget is not None else contextlib.nullcontext():
+            return self._fit_within_budget(X, y, X_val, y_val)
+
+    def _fit_within_budget(self, X, y, X_val, y_val):
         t0 = time.perf_counter()
         X = self._setup(X)
         Y = self._targets(y, X.shape[0])

@@ -12,12 +12,11 @@ Cost per batch O(m n d) kernel work; memory O(n (d + c)) plus the O(s q) precond
 """
 from __future__ import annotations
 
-import contextlib
 import time
 
 import torch
 
-from ..config import get_memory_budget, memory_budget
+from ..config import get_memory_budget
 from ..ops import kmv
 from ._utils import Progress, batches, default_count
 from .base import KernelModel
@@ -166,11 +165,6 @@ class EigenPro2(KernelModel):
         self.eig_method = eig_method
         self.callback = callback
         self.verbose = verbose
-
-    def fit(self, X, y, X_val=None, y_val=None):
-        ctx = memory_budget(self.memory_budget) if self.memory_budget is not None else contextlib.nullcontext()
-        with ctx:
-            return super().fit(X, y, X_val, y_val)
 
     def _fit(self, X, Y):
         epochs = check_epochs(self.epochs)

@@ -11,11 +11,10 @@ When the matrix is numerically singular (ridge 0), a jitter ``eps * mean diag`` 
 """
 from __future__ import annotations
 
-import contextlib
 
 import torch
 
-from ..config import get_memory_budget, memory_budget
+from ..config import get_memory_budget
 from ..ops import kernel_matrix
 from .base import KernelModel
 from .eigenpro2 import check_ridge
@@ -85,11 +84,6 @@ class ExactKernelRidge(KernelModel):
         self.random_state = random_state
         self.memory_budget = memory_budget
         self.verbose = verbose
-
-    def fit(self, X, y, X_val=None, y_val=None):
-        ctx = memory_budget(self.memory_budget) if self.memory_budget is not None else contextlib.nullcontext()
-        with ctx:
-            return super().fit(X, y, X_val, y_val)
 
     def _fit(self, X, Y):
         import time

@@ -12,11 +12,10 @@ model on the centers (:class:`kops.ExactKernelRidge` with the same centers).
 """
 from __future__ import annotations
 
-import contextlib
 
 import torch
 
-from ..config import get_memory_budget, memory_budget
+from ..config import get_memory_budget
 from ..ops import kmv
 from ._utils import check_X, default_count
 from .base import KernelModel
@@ -89,11 +88,6 @@ class CenterProjector:
 
 class ProjectedEigenPro(KernelModel):
     """Common parameters and set-up of :class:`EigenPro3` and :class:`EigenPro4`."""
-
-    def fit(self, X, y, X_val=None, y_val=None):
-        ctx = memory_budget(self.memory_budget) if self.memory_budget is not None else contextlib.nullcontext()
-        with ctx:
-            return super().fit(X, y, X_val, y_val)
 
     def _setup_projected(self, X, Y):
         """Centers, data preconditioner, M, the projector, batch size and step size."""
