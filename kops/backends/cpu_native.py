@@ -25,7 +25,7 @@ from .. import _native
 from ..dispatch import register_backend
 from ..precision import accumulation_dtype
 from .base import Backend, Case
-from .torch_reference import same_points
+from .numerics import same_points
 
 __all__ = ["CpuNativeBackend"]
 

@@ -21,6 +21,7 @@ import torch
 from ..config import get_memory_budget
 from ..precision import accumulation_dtype, round_operand
 from .base import Backend
+from .numerics import centering_shift, same_points
 
 DIRECT_MAX_D = 4
 # Temporaries per kernel-block element: the distance block and up to two profile temporaries.
@@ -52,16 +53,6 @@ def exact_matmul(device: torch.device):
         matmul.allow_tf32 = previous
 
 
-def same_points(x: torch.Tensor, z: torch.Tensor) -> bool:
-    """Whether x and z are views of the same memory with the same layout (x is z)."""
-    return (
-        x.shape == z.shape
-        and x.stride() == z.stride()
-        and x.data_ptr() == z.data_ptr()
-        and x.dtype == z.dtype
-    )
-
-
 def block_ranges(n: int, m: int, bytes_per_pair: int, budget: int):
     """Yield (i0, i1, j0, j1) blocks covering n x m with at most budget / bytes_per_pair pairs."""
     pairs = max(1, budget // max(1, bytes_per_pair))
@@ -72,16 +63,6 @@ def block_ranges(n: int, m: int, bytes_per_pair: int, budget: int):
     for i0 in range(0, n, bn):
         for j0 in range(0, m, bm):
             yield i0, min(i0 + bn, n), j0, min(j0 + bm, m)
-
-
-def centering_shift(z: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """The mean of the finite entries of z per feature: the shift applied to x and z.
-
-    Any shift leaves distances unchanged; the mean makes the GEMM trick's norms small. Non-
-    finite entries are left out so that they cannot spread to the other rows' results.
-    """
-    zf = z.to(dtype)
-    return torch.where(torch.isfinite(zf), zf, torch.zeros((), dtype=dtype, device=z.device)).mean(0)
 
 
 class _Prepared:

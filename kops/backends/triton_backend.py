@@ -45,7 +45,7 @@ import torch
 from ..dispatch import register_backend
 from ..precision import accumulation_dtype, round_operand
 from .base import Backend, Case
-from .torch_reference import centering_shift, same_points
+from .numerics import centering_shift, same_points
 
 __all__ = ["TritonBackend", "DIRECT_MAX_D"]
 
