@@ -24,6 +24,7 @@ import torch
 from .. import _native
 from ..dispatch import register_backend
 from ..precision import accumulation_dtype
+from . import cpu_crossover
 from .base import Backend, Case
 from .numerics import same_points
 
@@ -33,11 +34,6 @@ _KERNELS = ("gaussian", "laplacian", "matern32", "matern52")
 _OPS = ("kmv", "kmv_grad_xz", "kernel_matrix")
 _DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 _PRECISIONS = ("ieee", "tf32", "bf16")
-
-# Largest d at which "auto" prefers the portable (non-AVX2) kernels over the torch backend
-# (measured on the loaded development machine, n = m = 3000: faster up to d = 32, about
-# even at d = 64, slower at d = 128).
-_PORTABLE_MAX_D = 32
 
 
 def _upcast(x: torch.Tensor, z: torch.Tensor, *others: torch.Tensor):
@@ -78,16 +74,11 @@ class CpuNativeBackend(Backend):
         return None
 
     def preferred(self, case: Case) -> bool:
-        """Whether "auto" should use this backend for ``case``.
-
-        With the AVX2 kernels: wherever supported (measured faster than the torch backend at
-        every size tried, see bench/results/cpu_*.json). The portable build (no AVX2/FMA)
-        is about 6x slower at d = 64, level with the torch backend's BLAS there, and is
-        preferred only at small d, where the exp dominates.
-        """
+        """Whether "auto" should use this backend for ``case``: supported, and the crossover
+        rule of :mod:`kops.backends.cpu_crossover` says the native kernels win there."""
         if self.unsupported_reason(case) is not None:
             return False
-        return self.isa() == "avx2" or case.d <= _PORTABLE_MAX_D
+        return cpu_crossover.native_preferred(case)
 
     def isa(self) -> str:
         """The instruction set the kernels use here: "avx2" or "portable"."""
