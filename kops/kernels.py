@@ -35,14 +35,30 @@ __all__ = [
 ]
 
 
-def check_bandwidth(bandwidth, name: str = "bandwidth") -> float:
-    """Return ``bandwidth`` as a float, or raise naming the argument if it is not > 0 and finite."""
+def check_bandwidth(bandwidth, name: str = "bandwidth"):
+    """Validate a bandwidth; returns a float, or a tensor when it must stay one.
+
+    A Python number, or a one-element tensor that does not require grad, becomes a float. A
+    tensor that requires grad (a learnt lengthscale) or has shape (d,) (one lengthscale per
+    feature: ARD) is returned as a floating tensor. Every value must be > 0 and finite.
+    """
     if isinstance(bandwidth, bool) or bandwidth is None:
         raise TypeError(f"{name} must be a positive finite number, got {bandwidth!r}")
     if isinstance(bandwidth, torch.Tensor):
-        if bandwidth.numel() != 1:
-            raise ValueError(f"{name} must be a scalar, got a tensor of shape {tuple(bandwidth.shape)}")
-        bandwidth = bandwidth.item()
+        if bandwidth.dim() > 1 or (bandwidth.dim() == 1 and bandwidth.numel() == 0):
+            raise ValueError(
+                f"{name} must be a number, a 0-d tensor or a (d,) tensor of lengthscales, "
+                f"got a tensor of shape {tuple(bandwidth.shape)}"
+            )
+        if not bandwidth.is_floating_point():
+            raise TypeError(f"{name} must be a floating tensor, got {bandwidth.dtype}")
+        with torch.no_grad():
+            ok = bool((torch.isfinite(bandwidth) & (bandwidth > 0)).all())
+        if not ok:
+            raise ValueError(f"{name} must hold positive finite values, got {bandwidth.detach().tolist()!r}")
+        if bandwidth.dim() == 0 and not bandwidth.requires_grad:
+            return float(bandwidth.item())
+        return bandwidth
     try:
         value = float(bandwidth)
     except (TypeError, ValueError):
@@ -52,32 +68,84 @@ def check_bandwidth(bandwidth, name: str = "bandwidth") -> float:
     return value
 
 
-@dataclass(frozen=True)
+def _sqrt0(u: torch.Tensor) -> torch.Tensor:
+    """sqrt(u) for u >= 0, with derivative 0 (not infinity) at u = 0 when u is differentiated.
+
+    Every use multiplies the derivative by du/dx = 2 (x - z), which is 0 where u is, so 0 is
+    the right limit and keeps higher-order gradients free of NaN.
+    """
+    differentiated = (u.requires_grad and torch.is_grad_enabled()) or torch.autograd.forward_ad._current_level >= 0
+    if not differentiated:  # the fast path of the backends' blocks
+        return u.sqrt()
+    pos = u > 0
+    return torch.where(pos, torch.where(pos, u, torch.ones_like(u)).sqrt(), torch.zeros_like(u))
+
+
+@dataclass(frozen=True, eq=False)
 class Kernel:
     """A radial kernel with a bandwidth; see the module docstring for the formulas.
 
     Calling a kernel object computes the kernel matrix, ``kernel(x, z)`` = K(x, z), and
     ``kernel.mv(x, z, v)`` the fused product K(x, z) @ v without forming K.
+
+    The bandwidth is a float, or a tensor (0-d, or (d,) lengthscales per feature) through
+    which gradients flow: the ops then divide the inputs by it once and evaluate the kernel
+    with bandwidth 1.
+
+    Class attributes, read by every backend (none re-derives them from the name):
+
+    name : str
+        the key of :data:`KERNELS`.
+    code : int
+        stable integer passed to the native and Triton kernels (csrc/kernel_codes.h).
+    scale_factor : float
+        the scale convention: ``scale = scale_factor / bandwidth``, ``u = |scale (x - z)|^2``.
+    smooth_at_zero : bool
+        whether f is differentiable at u = 0 in r = |x - z| (False for the Laplacian, whose
+        gradient at coincident points is taken as 0, the symmetric subgradient).
     """
 
-    bandwidth: float
+    bandwidth: object
     name: ClassVar[str] = ""
+    code: ClassVar[int] = -1
     formula: ClassVar[str] = ""
-    #: whether f is differentiable at u = 0 in r (False for the Laplacian, whose gradient at
-    #: coincident points is taken as 0, the symmetric subgradient).
+    scale_factor: ClassVar[float] = 1.0
     smooth_at_zero: ClassVar[bool] = True
 
     def __post_init__(self):
         object.__setattr__(self, "bandwidth", check_bandwidth(self.bandwidth))
 
+    def __eq__(self, other):
+        if type(self) is not type(other):
+            return NotImplemented
+        a, b = self.bandwidth, other.bandwidth
+        if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+            return a is b
+        return a == b
+
+    def __hash__(self):
+        return hash((type(self), id(self.bandwidth) if isinstance(self.bandwidth, torch.Tensor) else self.bandwidth))
+
+    @property
+    def learnable(self) -> bool:
+        """Whether the bandwidth is a tensor (differentiable, or per-feature lengthscales)."""
+        return isinstance(self.bandwidth, torch.Tensor)
+
     @property
     def scale(self) -> float:
-        """Factor applied to the inputs so that ``u = |scale * (x - z)|^2``."""
-        raise NotImplementedError
+        """Factor applied to the inputs so that ``u = |scale * (x - z)|^2`` (float bandwidths)."""
+        if self.learnable:
+            raise TypeError("the scale of a kernel with a tensor bandwidth is a tensor; use unit()")
+        return self.scale_factor / self.bandwidth
+
+    def unit(self) -> "Kernel":
+        """The same kernel with bandwidth 1 (applied to inputs already divided by the bandwidth)."""
+        return type(self)(1.0)
 
     # -- the profile as a function of the scaled squared distance u (torch reference) --
+    # Out of place and differentiable (the higher-order derivatives of the ops use them).
     def profile(self, u: torch.Tensor) -> torch.Tensor:
-        """f(u); may work in place on ``u``."""
+        """f(u)."""
         raise NotImplementedError
 
     def profile_derivative(self, u: torch.Tensor) -> torch.Tensor:
@@ -96,81 +164,74 @@ class Kernel:
         return kmv(x, z, v, self, **kwargs)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Gaussian(Kernel):
     """Gaussian (RBF) kernel ``exp(-|x - z|^2 / (2 s^2))``."""
 
     name: ClassVar[str] = "gaussian"
+    code: ClassVar[int] = 0
     formula: ClassVar[str] = "exp(-|x - z|^2 / (2 s^2))"
-
-    @property
-    def scale(self) -> float:
-        return 1.0 / (self.bandwidth * math.sqrt(2.0))
+    scale_factor: ClassVar[float] = 1.0 / math.sqrt(2.0)
 
     def profile(self, u):
-        return u.neg_().exp_()
+        return torch.exp(-u)
 
     def profile_derivative(self, u):
-        return u.neg().exp_().neg_()
+        return -torch.exp(-u)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Laplacian(Kernel):
     """Laplacian kernel ``exp(-|x - z| / s)``."""
 
     name: ClassVar[str] = "laplacian"
+    code: ClassVar[int] = 1
     formula: ClassVar[str] = "exp(-|x - z| / s)"
+    scale_factor: ClassVar[float] = 1.0
     smooth_at_zero: ClassVar[bool] = False
 
-    @property
-    def scale(self) -> float:
-        return 1.0 / self.bandwidth
-
     def profile(self, u):
-        return u.sqrt_().neg_().exp_()
+        return torch.exp(-_sqrt0(u))
 
     def profile_derivative(self, u):
-        r = u.sqrt()
-        d = torch.exp(-r) / (-2.0 * r)
-        return torch.where(r > 0, d, torch.zeros_like(d))
+        r = _sqrt0(u)
+        pos = r > 0
+        safe = torch.where(pos, r, torch.ones_like(r))  # no 0 / 0, so no NaN to mask
+        return torch.where(pos, torch.exp(-r) / (-2.0 * safe), torch.zeros_like(r))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Matern32(Kernel):
     """Matern kernel with nu = 3/2: ``(1 + sqrt3 r/s) exp(-sqrt3 r/s)``."""
 
     name: ClassVar[str] = "matern32"
+    code: ClassVar[int] = 2
     formula: ClassVar[str] = "(1 + sqrt(3) |x - z| / s) exp(-sqrt(3) |x - z| / s)"
-
-    @property
-    def scale(self) -> float:
-        return math.sqrt(3.0) / self.bandwidth
+    scale_factor: ClassVar[float] = math.sqrt(3.0)
 
     def profile(self, u):
-        t = u.sqrt_()
+        t = _sqrt0(u)
         return (1.0 + t) * torch.exp(-t)
 
     def profile_derivative(self, u):
-        return torch.exp(-u.sqrt()).mul_(-0.5)
+        return -0.5 * torch.exp(-_sqrt0(u))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Matern52(Kernel):
     """Matern kernel with nu = 5/2: ``(1 + t + t^2/3) exp(-t)``, ``t = sqrt5 |x - z| / s``."""
 
     name: ClassVar[str] = "matern52"
+    code: ClassVar[int] = 3
     formula: ClassVar[str] = "(1 + t + t^2 / 3) exp(-t), t = sqrt(5) |x - z| / s"
-
-    @property
-    def scale(self) -> float:
-        return math.sqrt(5.0) / self.bandwidth
+    scale_factor: ClassVar[float] = math.sqrt(5.0)
 
     def profile(self, u):
-        t = u.sqrt()
+        t = _sqrt0(u)
         return (1.0 + t + u / 3.0) * torch.exp(-t)
 
     def profile_derivative(self, u):
-        t = u.sqrt()
+        t = _sqrt0(u)
         return (1.0 + t) * torch.exp(-t) / -6.0
 
 
@@ -178,6 +239,12 @@ KERNELS: dict[str, type[Kernel]] = {
     cls.name: cls for cls in (Gaussian, Laplacian, Matern32, Matern52)
 }
 _ALIASES = {"rbf": "gaussian", "exponential": "laplacian", "matern15": "matern32", "matern25": "matern52"}
+
+
+def _same_bandwidth(a, b) -> bool:
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return a is b
+    return a == b
 
 
 def resolve_kernel(kernel, bandwidth=None) -> Kernel:
@@ -192,7 +259,7 @@ def resolve_kernel(kernel, bandwidth=None) -> Kernel:
         ``kernel`` is neither a Kernel nor a string.
     """
     if isinstance(kernel, Kernel):
-        if bandwidth is not None and check_bandwidth(bandwidth) != kernel.bandwidth:
+        if bandwidth is not None and not _same_bandwidth(check_bandwidth(bandwidth), kernel.bandwidth):
             raise ValueError(
                 f"bandwidth={bandwidth!r} contradicts the kernel object's bandwidth "
                 f"{kernel.bandwidth!r}; pass one or the other"

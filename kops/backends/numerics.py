@@ -8,12 +8,14 @@ __all__ = ["same_points", "centering_shift"]
 
 def same_points(x: torch.Tensor, z: torch.Tensor) -> bool:
     """Whether x and z are views of the same memory with the same layout (x is z)."""
-    return (
-        x.shape == z.shape
-        and x.stride() == z.stride()
-        and x.data_ptr() == z.data_ptr()
-        and x.dtype == z.dtype
-    )
+    if x is z:
+        return True
+    if x.shape != z.shape or x.dtype != z.dtype or x.stride() != z.stride():
+        return False
+    try:
+        return x.data_ptr() == z.data_ptr()
+    except RuntimeError:  # tensors without storage (torch.func transforms, fake tensors)
+        return False
 
 
 def centering_shift(z: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
