@@ -6,10 +6,9 @@ precision modes.
 """
 __version__ = "0.1.0"
 
-from . import backends as _backends  # noqa: F401  (registers the backends)
 from .config import get_memory_budget, memory_budget, set_memory_budget
 from .info import info
-from .kernels import KERNELS, Gaussian, Kernel, Laplacian, Matern32, Matern52
+from .kernels import KERNELS, Cauchy, Gaussian, Kernel, Laplacian, Matern32, Matern52
 from .ops import kernel_matrix, kmv, kmv_accumulate
 from .precision import PRECISIONS
 from .solvers import EigenPro2, EigenPro3, EigenPro4, ExactKernelRidge
@@ -24,6 +23,7 @@ __all__ = [
     "Laplacian",
     "Matern32",
     "Matern52",
+    "Cauchy",
     "KERNELS",
     "PRECISIONS",
     "info",

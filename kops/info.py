@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from . import _native
-from .dispatch import AUTO_ORDER, backends
+from .dispatch import auto_order, backends
 
 
 def info() -> dict:
@@ -14,7 +14,8 @@ def info() -> dict:
     -------
     dict with keys ``version``, ``torch``, ``triton`` (or None), ``extension`` (build
     information of kops._C, or the import error), ``devices`` and ``backends`` (name ->
-    {"available": bool, "reason": str, "description": str}), ``auto_order``.
+    {"available": bool, "reason": str, "description": str, "supports": str}), ``auto_order``
+    (device type -> backend names in the order "auto" tries them).
     """
     try:
         import triton
@@ -32,6 +33,7 @@ def info() -> dict:
             "available": reason is None,
             "reason": reason or "",
             "description": backend.description,
+            "supports": backend.capabilities.describe() if backend.capabilities else "nothing declared",
         }
     from . import __version__
 
@@ -42,7 +44,7 @@ def info() -> dict:
         "extension": _native.BUILD_INFO if _native.extension_loaded() else {"error": _native.EXTENSION_ERROR},
         "devices": devices,
         "backends": table,
-        "auto_order": {k: list(v) for k, v in AUTO_ORDER.items()},
+        "auto_order": {k: list(auto_order(k)) for k in ("cuda", "cpu")},
     }
 
 
@@ -58,5 +60,6 @@ def format_info(report: dict | None = None) -> str:
     for name, row in report["backends"].items():
         state = "available" if row["available"] else f"unavailable: {row['reason']}"
         lines.append(f"  {name:7s} {state}   [{row['description']}]")
+        lines.append(f"          supports: {row['supports']}")
     lines.append("auto order: " + "; ".join(f"{k}: {' > '.join(v)}" for k, v in report["auto_order"].items()))
     return "\n".join(lines)

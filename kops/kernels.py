@@ -13,7 +13,15 @@ gaussian      exp(-r^2 / (2 s^2))                      exp(-u)                  
 laplacian     exp(-r / s)                              exp(-sqrt u)              1/s
 matern32      (1 + sqrt3 r/s) exp(-sqrt3 r/s)          (1 + sqrt u) exp(-sqrt u) sqrt3/s
 matern52      (1 + t + t^2/3) exp(-t), t = sqrt5 r/s   (1 + t + u/3) exp(-t)     sqrt5/s
+cauchy        1 / (1 + r^2 / s^2)                      1 / (1 + u)               1/s
 ============  =======================================  ========================  =======
+
+This module is the kernel table: each class carries its name, a stable integer ``code``
+(the native and Triton kernels' switch value, csrc/kernel_codes.h), its scale convention
+(``scale_factor``), its smoothness at zero and its profile f(u) with derivative f'(u). The
+backends read these attributes; none re-derives them from the name. Adding a kernel is a class
+here, a row in csrc/kernel_codes.h and its profile in each compiled backend
+(tests/test_kernel_table.py checks that they agree). This module imports nothing of kops.
 """
 from __future__ import annotations
 
@@ -29,7 +37,9 @@ __all__ = [
     "Laplacian",
     "Matern32",
     "Matern52",
+    "Cauchy",
     "KERNELS",
+    "KERNELS_BY_CODE",
     "resolve_kernel",
     "check_bandwidth",
 ]
@@ -66,6 +76,11 @@ def check_bandwidth(bandwidth, name: str = "bandwidth"):
     if not math.isfinite(value) or value <= 0.0:
         raise ValueError(f"{name} must be a positive finite number, got {value!r}")
     return value
+
+
+#: The ops' Python entry points, filled in by kops.ops when it is imported, so that this module
+#: (the bottom of the op layer) imports nothing of kops.
+_ENTRY_POINTS: dict = {}
 
 
 def _sqrt0(u: torch.Tensor) -> torch.Tensor:
@@ -154,14 +169,10 @@ class Kernel:
 
     # -- conveniences ------------------------------------------------------------------
     def __call__(self, x: torch.Tensor, z: torch.Tensor, **kwargs) -> torch.Tensor:
-        from .ops import kernel_matrix
-
-        return kernel_matrix(x, z, self, **kwargs)
+        return _ENTRY_POINTS["kernel_matrix"](x, z, self, **kwargs)
 
     def mv(self, x: torch.Tensor, z: torch.Tensor, v: torch.Tensor, **kwargs) -> torch.Tensor:
-        from .ops import kmv
-
-        return kmv(x, z, v, self, **kwargs)
+        return _ENTRY_POINTS["kmv"](x, z, v, self, **kwargs)
 
 
 @dataclass(frozen=True, eq=False)
@@ -235,10 +246,29 @@ class Matern52(Kernel):
         return (1.0 + t) * torch.exp(-t) / -6.0
 
 
+@dataclass(frozen=True, eq=False)
+class Cauchy(Kernel):
+    """Cauchy kernel ``1 / (1 + |x - z|^2 / s^2)`` (the rational quadratic kernel with alpha = 1)."""
+
+    name: ClassVar[str] = "cauchy"
+    code: ClassVar[int] = 4
+    formula: ClassVar[str] = "1 / (1 + |x - z|^2 / s^2)"
+    scale_factor: ClassVar[float] = 1.0
+
+    def profile(self, u):
+        return 1.0 / (1.0 + u)
+
+    def profile_derivative(self, u):
+        return -1.0 / (1.0 + u).square()
+
+
+#: the kernel table: name -> class, in code order
 KERNELS: dict[str, type[Kernel]] = {
-    cls.name: cls for cls in (Gaussian, Laplacian, Matern32, Matern52)
+    cls.name: cls for cls in sorted((Gaussian, Laplacian, Matern32, Matern52, Cauchy), key=lambda k: k.code)
 }
-_ALIASES = {"rbf": "gaussian", "exponential": "laplacian", "matern15": "matern32", "matern25": "matern52"}
+#: code -> class
+KERNELS_BY_CODE: dict[int, type[Kernel]] = {cls.code: cls for cls in KERNELS.values()}
+_ALIASES = {"rational_quadratic": "cauchy", "rbf": "gaussian", "exponential": "laplacian", "matern15": "matern32", "matern25": "matern52"}
 
 
 def _same_bandwidth(a, b) -> bool:

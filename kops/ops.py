@@ -33,6 +33,7 @@ from . import autodiff
 from .backends.base import Case
 from .backends.numerics import same_points
 from .dispatch import check_backend_name, select_backend
+from . import kernels as _kernels_module
 from .kernels import resolve_kernel
 from .precision import accumulation_dtype, check_precision
 from .validation import check_finite_inputs, check_kmv_args, check_matrix
@@ -446,3 +447,6 @@ def kernel_matrix(x, z, kernel="gaussian", bandwidth=None, *, precision="ieee", 
         return torch.ops.kops.kernel_matrix(x, z, spec.name, spec.bandwidth, precision, backend)
     return _KernelMatrixFunction.apply(x, z, spec.name, spec.bandwidth, precision, backend)
 
+
+# The conveniences kernel(x, z) and kernel.mv(x, z, v) of kops.kernels call these.
+_kernels_module._ENTRY_POINTS.update(kmv=kmv, kernel_matrix=kernel_matrix)

@@ -65,7 +65,7 @@ if [ "$BINDING" = 1 ]; then  # first: the longest single job
     for src in csrc/cuda/*.cpp; do
       [ -f "$src" ] || continue
       # -isystem: warnings inside torch's and CUDA's headers are theirs, not errors here.
-      "${CXX:-c++}" -std=c++17 -fsyntax-only -Wall -Wextra -Wno-unused-parameter -Werror \
+      "${CXX:-c++}" -std=c++20 -fsyntax-only -Wall -Wextra -Wno-unused-parameter -Werror \
         -isystem "$work/stub" -isystem "$tinc" -isystem "$tinc/torch/csrc/api/include" \
         -isystem "$cudainc" -isystem "$pyinc" -Icsrc/cuda "$src" || rc=1
     done
@@ -78,7 +78,7 @@ for src in csrc/cuda/*.cu; do
     logs+=("$log")
     throttle
     (
-      "$NVCC" -std=c++17 -O3 -arch="sm_$arch" -cubin -Werror all-warnings -Xptxas -v \
+      "$NVCC" -std=c++20 -O3 -arch="sm_$arch" -cubin -Werror all-warnings -Xptxas -v \
         -o "${log%.log}.cubin" "$src" >"$log" 2>&1
       echo $? >"$log.rc"
     ) &

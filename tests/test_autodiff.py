@@ -12,7 +12,7 @@ import torch
 import kops
 from kops.testing import random_problem
 
-KERNELS = ["gaussian", "laplacian", "matern32", "matern52"]
+KERNELS = list(kops.KERNELS)  # the kernel table: a new kernel is tested everywhere
 # the torch reference and the native CPU kernels both take float64 on CPU
 BACKENDS = ["torch", "cpu"]
 
@@ -28,6 +28,8 @@ def _dense(x, z, v, kernel, lengths):
         k = torch.exp(-r.square() / 2)
     elif kernel == "laplacian":
         k = torch.exp(-r)
+    elif kernel == "cauchy":
+        k = 1 / (1 + r.square())
     elif kernel == "matern32":
         t = math.sqrt(3) * r
         k = (1 + t) * torch.exp(-t)

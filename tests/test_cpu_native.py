@@ -177,7 +177,8 @@ def test_nan_reaches_only_its_row(generator):
     x, z, v, bw = random_problem(20, 30, 6, 2, generator=generator)
     x[3, 2] = float("nan")
     out = torch.zeros(20, 2)
-    torch.ops.kops._cpu_kmv_accumulate(out, x, z, v, "laplacian", bw, 1.0)
+    k = kops.Laplacian(bw)
+    torch.ops.kops._cpu_kmv_accumulate(out, x, z, v, k.code, k.scale, 1.0)
     assert torch.isnan(out[3]).all()
     assert torch.isfinite(out[torch.arange(20) != 3]).all()
 
@@ -259,23 +260,23 @@ def test_private_op_checks_its_arguments():
     x, z, v = torch.randn(4, 3), torch.randn(5, 3), torch.randn(5, 2)
     op = torch.ops.kops._cpu_kmv_accumulate
     with pytest.raises(RuntimeError, match="one dtype"):
-        op(torch.zeros(4, 2), x, z, v.double(), "gaussian", 1.0, 1.0)
+        op(torch.zeros(4, 2), x, z, v.double(), 0, 1.0, 1.0)
     with pytest.raises(RuntimeError, match="same d"):
-        op(torch.zeros(4, 2), x, torch.randn(5, 4), v, "gaussian", 1.0, 1.0)
+        op(torch.zeros(4, 2), x, torch.randn(5, 4), v, 0, 1.0, 1.0)
     with pytest.raises(RuntimeError, match="as many rows as z"):
-        op(torch.zeros(4, 2), x, z, torch.randn(6, 2), "gaussian", 1.0, 1.0)
+        op(torch.zeros(4, 2), x, z, torch.randn(6, 2), 0, 1.0, 1.0)
     with pytest.raises(RuntimeError, match="contiguous"):
-        op(torch.zeros(2, 4).t(), x, z, v, "gaussian", 1.0, 1.0)
+        op(torch.zeros(2, 4).t(), x, z, v, 0, 1.0, 1.0)
     with pytest.raises(RuntimeError, match="shape"):
-        op(torch.zeros(4, 3), x, z, v, "gaussian", 1.0, 1.0)
-    with pytest.raises(RuntimeError, match="unknown kernel"):
-        op(torch.zeros(4, 2), x, z, v, "cauchy", 1.0, 1.0)
-    with pytest.raises(RuntimeError, match="bandwidth"):
-        op(torch.zeros(4, 2), x, z, v, "gaussian", -1.0, 1.0)
+        op(torch.zeros(4, 3), x, z, v, 0, 1.0, 1.0)
+    with pytest.raises(RuntimeError, match="unknown kernel code"):
+        op(torch.zeros(4, 2), x, z, v, 99, 1.0, 1.0)
+    with pytest.raises(RuntimeError, match="scale"):
+        op(torch.zeros(4, 2), x, z, v, 0, -1.0, 1.0)
     with pytest.raises(RuntimeError, match="float32 or float64"):
-        op(torch.zeros(4, 2, dtype=torch.half), x.half(), z.half(), v.half(), "gaussian", 1.0, 1.0)
+        op(torch.zeros(4, 2, dtype=torch.half), x.half(), z.half(), v.half(), 0, 1.0, 1.0)
     with pytest.raises(RuntimeError, match="grad_out must have shape"):
-        torch.ops.kops._cpu_kmv_grad_xz(x, z, v, torch.randn(4, 3), "gaussian", 1.0)
+        torch.ops.kops._cpu_kmv_grad_xz(x, z, v, torch.randn(4, 3), 0, 1.0)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

@@ -17,7 +17,7 @@ from kops.testing import assert_kmv_close, kmv_error, random_problem, reference_
 
 pytestmark = pytest.mark.gpu
 
-KERNELS = ("gaussian", "laplacian", "matern32", "matern52")
+KERNELS = tuple(kops.KERNELS)  # the kernel table: a new kernel is tested everywhere
 
 
 @pytest.fixture(autouse=True)

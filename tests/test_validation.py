@@ -29,7 +29,7 @@ X, Z, V = torch.randn(5, 3), torch.randn(4, 3), torch.randn(4, 2)
         ((X, Z, V, "gaussian", math.inf), {}, ValueError, "bandwidth must be a positive finite"),
         ((X, Z, V, "gaussian", "wide"), {}, TypeError, "bandwidth must be a positive finite"),
         ((X, Z, V, "gaussian", None), {}, ValueError, "bandwidth is required"),
-        ((X, Z, V, "cauchy", 1.0), {}, ValueError, "unknown kernel 'cauchy'"),
+        ((X, Z, V, "sinc", 1.0), {}, ValueError, "unknown kernel 'sinc'"),
         ((X, Z, V, 3, 1.0), {}, TypeError, "kernel must be"),
         ((X, Z, V, kops.Gaussian(1.0), 2.0), {}, ValueError, "contradicts"),
         ((X, Z, V, "gaussian", 1.0), {"precision": "fp8"}, ValueError, "unknown precision 'fp8'"),

@@ -31,6 +31,7 @@ struct Profile {
   using V = typename O::V;
   static inline V value(V u) {
     if (KERN == kGaussian) return O::exp_neg(u);
+    if (KERN == kCauchy) return O::div(O::set1(T(1)), O::add(O::set1(T(1)), u));  // 1 / (1 + u)
     V t = O::sqrt(u);
     V e = O::exp_neg(t);
     if (KERN == kLaplacian) return e;
@@ -41,6 +42,10 @@ struct Profile {
   }
   static inline V derivative(V u) {
     if (KERN == kGaussian) return O::sub(O::zero(), O::exp_neg(u));
+    if (KERN == kCauchy) {  // -1 / (1 + u)^2
+      V w = O::div(O::set1(T(1)), O::add(O::set1(T(1)), u));
+      return O::sub(O::zero(), O::mul(w, w));
+    }
     V t = O::sqrt(u);
     V e = O::exp_neg(t);
     if (KERN == kLaplacian) {
@@ -289,10 +294,11 @@ template <typename T, int EPI>
 void kmv_rows_e(const TileArgs<T>& a, int64_t g0, int64_t g1, int64_t p0, int64_t p1, T* acc,
                 T* work) {
   switch (a.kernel) {
-    case kGaussian: return kmv_rows_k<T, kGaussian, EPI>(a, g0, g1, p0, p1, acc, work);
-    case kLaplacian: return kmv_rows_k<T, kLaplacian, EPI>(a, g0, g1, p0, p1, acc, work);
-    case kMatern32: return kmv_rows_k<T, kMatern32, EPI>(a, g0, g1, p0, p1, acc, work);
-    default: return kmv_rows_k<T, kMatern52, EPI>(a, g0, g1, p0, p1, acc, work);
+#define KOPS_CASE(name, code, smooth) \
+    case k##name: return kmv_rows_k<T, k##name, EPI>(a, g0, g1, p0, p1, acc, work);
+    KOPS_FOR_EACH_KERNEL(KOPS_CASE)
+#undef KOPS_CASE
+    default: return;  // unknown codes are refused by the binding
   }
 }
 
@@ -342,10 +348,11 @@ template <typename T>
 void grad_tile(const TileArgs<T>& a, int64_t g0, int64_t g1, int64_t p0, int64_t p1, T* q,
                int64_t ldq) {
   switch (a.kernel) {
-    case kGaussian: return grad_tile_k<T, kGaussian>(a, g0, g1, p0, p1, q, ldq);
-    case kLaplacian: return grad_tile_k<T, kLaplacian>(a, g0, g1, p0, p1, q, ldq);
-    case kMatern32: return grad_tile_k<T, kMatern32>(a, g0, g1, p0, p1, q, ldq);
-    default: return grad_tile_k<T, kMatern52>(a, g0, g1, p0, p1, q, ldq);
+#define KOPS_CASE(name, code, smooth) \
+    case k##name: return grad_tile_k<T, k##name>(a, g0, g1, p0, p1, q, ldq);
+    KOPS_FOR_EACH_KERNEL(KOPS_CASE)
+#undef KOPS_CASE
+    default: return;
   }
 }
 
@@ -353,10 +360,11 @@ template <typename T>
 void kernel_tile(const TileArgs<T>& a, int64_t g0, int64_t g1, int64_t p0, int64_t p1, T* dst,
                  int64_t ldd) {
   switch (a.kernel) {
-    case kGaussian: return distance_tile<T, kGaussian, kStoreKernel>(a, g0, g1, p0, p1, dst, ldd);
-    case kLaplacian: return distance_tile<T, kLaplacian, kStoreKernel>(a, g0, g1, p0, p1, dst, ldd);
-    case kMatern32: return distance_tile<T, kMatern32, kStoreKernel>(a, g0, g1, p0, p1, dst, ldd);
-    default: return distance_tile<T, kMatern52, kStoreKernel>(a, g0, g1, p0, p1, dst, ldd);
+#define KOPS_CASE(name, code, smooth) \
+    case k##name: return distance_tile<T, k##name, kStoreKernel>(a, g0, g1, p0, p1, dst, ldd);
+    KOPS_FOR_EACH_KERNEL(KOPS_CASE)
+#undef KOPS_CASE
+    default: return;
   }
 }
 

@@ -14,12 +14,17 @@
 
 #include <cstdint>
 
+#include "../kernel_codes.h"
+
 namespace kops_cpu {
 
 constexpr int kMR = 6;  // rows of X per micro-tile
 
-// kernels, in the order of their profile implementations
-enum KernelId : int { kGaussian = 0, kLaplacian = 1, kMatern32 = 2, kMatern52 = 3 };
+// kernels: the shared list of csrc/kernel_codes.h (kGaussian, kLaplacian, ...)
+using KernelId = kops::KernelCode;
+#define KOPS_CPU_USING_KERNEL(name, code, smooth) using kops::k##name;
+KOPS_FOR_EACH_KERNEL(KOPS_CPU_USING_KERNEL)
+#undef KOPS_CPU_USING_KERNEL
 // operand rounding of the precision modes (kops/precision.py)
 enum Rounding : int { kIeee = 0, kTf32 = 1, kBf16 = 2 };
 

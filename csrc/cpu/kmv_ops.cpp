@@ -59,16 +59,14 @@ struct KernelInfo {
   bool smooth_at_zero;
 };
 
-// Must match kops/kernels.py (scale and smoothness of each kernel).
-KernelInfo kernel_info(const std::string& name, double bandwidth) {
-  TORCH_CHECK(std::isfinite(bandwidth) && bandwidth > 0.0,
-              "kops native CPU kernel: bandwidth must be a positive finite number, got ", bandwidth);
-  if (name == "gaussian") return {kGaussian, 1.0 / (bandwidth * std::sqrt(2.0)), true};
-  if (name == "laplacian") return {kLaplacian, 1.0 / bandwidth, false};
-  if (name == "matern32") return {kMatern32, std::sqrt(3.0) / bandwidth, true};
-  if (name == "matern52") return {kMatern52, std::sqrt(5.0) / bandwidth, true};
-  TORCH_CHECK(false, "kops native CPU kernel: unknown kernel '", name,
-              "' (expected gaussian, laplacian, matern32 or matern52)");
+// The kernel's code (csrc/kernel_codes.h, Kernel.code in kops/kernels.py) and input scale, as
+// the Python backend passes them; the smoothness at 0 comes from the shared kernel list.
+KernelInfo kernel_info(int64_t code, double scale) {
+  TORCH_CHECK(std::isfinite(scale) && scale > 0.0,
+              "kops native CPU kernel: scale must be a positive finite number, got ", scale);
+  TORCH_CHECK(kops::valid_kernel_code(code), "kops native CPU kernel: unknown kernel code ", code,
+              " (expected 0 .. ", kops::kNumKernels - 1, ", see kops/kernels.py)");
+  return {static_cast<int>(code), scale, kops::kernel_smooth_at_zero(code)};
 }
 
 void check_inputs(const at::Tensor& x, const at::Tensor& z, const at::Tensor& v) {
@@ -325,10 +323,10 @@ void kmv_accumulate_impl(at::Tensor& out, const at::Tensor& x, const at::Tensor&
 }
 
 void cpu_kmv_accumulate(at::Tensor out, const at::Tensor& x, const at::Tensor& z,
-                        const at::Tensor& v, c10::string_view kernel, double bandwidth,
+                        const at::Tensor& v, int64_t kernel, double scale,
                         double alpha, c10::string_view precision) {
   check_inputs(x, z, v);
-  const KernelInfo k = kernel_info(std::string(kernel), bandwidth);
+  const KernelInfo k = kernel_info(kernel, scale);
   const int rounding = rounding_of(std::string(precision));
   TORCH_CHECK(out.device().is_cpu() && out.scalar_type() == x.scalar_type() && out.is_contiguous(),
               "kops native CPU kernel: out must be a contiguous CPU tensor of x's dtype (",
@@ -426,10 +424,10 @@ std::tuple<at::Tensor, at::Tensor> kmv_grad_impl(const at::Tensor& x, const at::
 
 std::tuple<at::Tensor, at::Tensor> cpu_kmv_grad_xz(const at::Tensor& x, const at::Tensor& z,
                                                    const at::Tensor& v, const at::Tensor& grad_out,
-                                                   c10::string_view kernel, double bandwidth,
+                                                   int64_t kernel, double scale,
                                                    c10::string_view precision) {
   check_inputs(x, z, v);
-  const KernelInfo k = kernel_info(std::string(kernel), bandwidth);
+  const KernelInfo k = kernel_info(kernel, scale);
   const int rounding = rounding_of(std::string(precision));
   TORCH_CHECK(grad_out.device().is_cpu() && grad_out.scalar_type() == x.scalar_type(),
               "kops native CPU kernel: grad_out must be a CPU tensor of x's dtype");
@@ -481,13 +479,13 @@ at::Tensor kernel_matrix_impl(const at::Tensor& x, const at::Tensor& z, const Ke
   return out;
 }
 
-at::Tensor cpu_kernel_matrix(const at::Tensor& x, const at::Tensor& z, c10::string_view kernel,
-                             double bandwidth, c10::string_view precision) {
+at::Tensor cpu_kernel_matrix(const at::Tensor& x, const at::Tensor& z, int64_t kernel,
+                             double scale, c10::string_view precision) {
   TORCH_CHECK(x.dim() == 2 && z.dim() == 2 && z.size(1) >= 1,
               "kops native CPU kernel: x (n, d) and z (m, d) must be 2-D with d >= 1, got ",
               x.sizes(), " and ", z.sizes());
   check_inputs(x, z, z.narrow(1, 0, 1));
-  const KernelInfo k = kernel_info(std::string(kernel), bandwidth);
+  const KernelInfo k = kernel_info(kernel, scale);
   const int rounding = rounding_of(std::string(precision));
   if (x.size(0) == 0 || z.size(0) == 0) return at::zeros({x.size(0), z.size(0)}, x.options());
   at::NoGradGuard no_grad;
@@ -504,13 +502,14 @@ std::string cpu_isa() { return isa()->name; }
 TORCH_LIBRARY_FRAGMENT(kops, m) {
   // out (n, c, contiguous, dtype of x) += alpha * K(x, z) @ v; float32 / float64, CPU;
   // precision "ieee", or "tf32" / "bf16" emulated by rounding the operands.
-  m.def("_cpu_kmv_accumulate(Tensor(a!) out, Tensor x, Tensor z, Tensor v, str kernel, "
-        "float bandwidth, float alpha, str precision=\"ieee\") -> ()");
+  // kernel: the code of csrc/kernel_codes.h; scale: the kernel's input scale (kops/kernels.py).
+  m.def("_cpu_kmv_accumulate(Tensor(a!) out, Tensor x, Tensor z, Tensor v, int kernel, "
+        "float scale, float alpha, str precision=\"ieee\") -> ()");
   // (grad_x, grad_z) of <grad_out, K(x, z) @ v>, dtype of x.
-  m.def("_cpu_kmv_grad_xz(Tensor x, Tensor z, Tensor v, Tensor grad_out, str kernel, "
-        "float bandwidth, str precision=\"ieee\") -> (Tensor, Tensor)");
+  m.def("_cpu_kmv_grad_xz(Tensor x, Tensor z, Tensor v, Tensor grad_out, int kernel, "
+        "float scale, str precision=\"ieee\") -> (Tensor, Tensor)");
   // K(x, z), (n, m), dtype of x.
-  m.def("_cpu_kernel_matrix(Tensor x, Tensor z, str kernel, float bandwidth, "
+  m.def("_cpu_kernel_matrix(Tensor x, Tensor z, int kernel, float scale, "
         "str precision=\"ieee\") -> Tensor");
   // name of the instruction set the native CPU kernels use ("avx2" or "portable")
   m.def("_cpu_isa() -> str", &kops_cpu::cpu_isa);

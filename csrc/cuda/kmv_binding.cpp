@@ -41,7 +41,8 @@ DType dtype_of(const at::Tensor& x) {
 }
 
 KernelKind kernel_of(int64_t kernel) {
-  TORCH_CHECK(kernel >= 0 && kernel <= 3, "kops._cuda: unknown kernel number ", kernel);
+  TORCH_CHECK(kops::valid_kernel_code(kernel), "kops._cuda: unknown kernel code ", kernel,
+              " (expected 0 .. ", kops::kNumKernels - 1, ", see csrc/kernel_codes.h)");
   return static_cast<KernelKind>(kernel);
 }
 

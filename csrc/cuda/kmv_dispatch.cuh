@@ -171,18 +171,18 @@ cudaError_t kmv_by_kernel(KernelKind kernel, const KmvProblem& p, cudaStream_t s
   if (p.one_row_per_thread) {
     if constexpr (sizeof(T) == 4) {
       if (p.c != 1) return cudaErrorInvalidValue;
-      if (kernel == KernelKind::Gaussian)
-        return kmv_baseline<T, KernelKind::Gaussian>(p, stream, query);
-      if (kernel == KernelKind::Laplacian)
-        return kmv_baseline<T, KernelKind::Laplacian>(p, stream, query);
+      if (kernel == KernelKind::kGaussian)
+        return kmv_baseline<T, KernelKind::kGaussian>(p, stream, query);
+      if (kernel == KernelKind::kLaplacian)
+        return kmv_baseline<T, KernelKind::kLaplacian>(p, stream, query);
     }
     return cudaErrorInvalidValue;
   }
   switch (kernel) {
-    case KernelKind::Gaussian: return kmv_by_cols<T, KernelKind::Gaussian>(p, stream, query);
-    case KernelKind::Laplacian: return kmv_by_cols<T, KernelKind::Laplacian>(p, stream, query);
-    case KernelKind::Matern32: return kmv_by_cols<T, KernelKind::Matern32>(p, stream, query);
-    case KernelKind::Matern52: return kmv_by_cols<T, KernelKind::Matern52>(p, stream, query);
+#define KOPS_CASE(name, code, smooth) \
+    case k##name: return kmv_by_cols<T, k##name>(p, stream, query);
+    KOPS_FOR_EACH_KERNEL(KOPS_CASE)
+#undef KOPS_CASE
   }
   return cudaErrorInvalidValue;
 }
@@ -240,10 +240,10 @@ template <typename T>
 cudaError_t grad_by_kernel(KernelKind kernel, const KmvGradProblem& p, cudaStream_t stream,
                            int64_t* query) {
   switch (kernel) {
-    case KernelKind::Gaussian: return grad_by_cols<T, KernelKind::Gaussian>(p, stream, query);
-    case KernelKind::Laplacian: return grad_by_cols<T, KernelKind::Laplacian>(p, stream, query);
-    case KernelKind::Matern32: return grad_by_cols<T, KernelKind::Matern32>(p, stream, query);
-    case KernelKind::Matern52: return grad_by_cols<T, KernelKind::Matern52>(p, stream, query);
+#define KOPS_CASE(name, code, smooth) \
+    case k##name: return grad_by_cols<T, k##name>(p, stream, query);
+    KOPS_FOR_EACH_KERNEL(KOPS_CASE)
+#undef KOPS_CASE
   }
   return cudaErrorInvalidValue;
 }

@@ -96,12 +96,14 @@ struct Math<double> {
 constexpr double kLog2e = 1.4426950408889634074;
 constexpr double kLn2 = 0.69314718055994530942;
 
-// The constant multiplying the raw squared distance (Gaussian) or raw distance (the others) so
-// that Math<T>::exp_neg of the product is exp(-u) or exp(-sqrt u).
+// The constant multiplying the raw squared distance (Gaussian, Cauchy) or raw distance (the
+// others) so that Math<T>::exp_neg of the product is exp(-u) or exp(-sqrt u); the Cauchy
+// profile has no exponential, so its constant is u / s2 = scale^2 itself.
 template <typename T>
 inline double profile_coef(KernelKind kernel, double scale) {
   const double l = Math<T>::kBase2 ? kLog2e : 1.0;
-  return kernel == KernelKind::Gaussian ? scale * scale * l : scale * l;
+  if (kernel == KernelKind::kCauchy) return scale * scale;
+  return kernel == KernelKind::kGaussian ? scale * scale * l : scale * l;
 }
 
 // f(u) from the raw squared distance s2 = |x - z|^2.
@@ -109,14 +111,16 @@ template <typename T, KernelKind K>
 struct Profile {
   static __device__ __forceinline__ T value(T s2, T coef) {
     constexpr T ln2 = Math<T>::kBase2 ? T(kLn2) : T(1);
-    if constexpr (K == KernelKind::Gaussian) {
+    if constexpr (K == KernelKind::kGaussian) {
       return Math<T>::exp_neg(s2 * coef);
+    } else if constexpr (K == KernelKind::kCauchy) {  // 1 / (1 + u)
+      return T(1) / (T(1) + s2 * coef);
     } else {
       const T t = Math<T>::sqrt(s2) * coef;  // t = scale * r (times log2 e in base 2)
       const T e = Math<T>::exp_neg(t);
-      if constexpr (K == KernelKind::Laplacian) {
+      if constexpr (K == KernelKind::kLaplacian) {
         return e;
-      } else if constexpr (K == KernelKind::Matern32) {
+      } else if constexpr (K == KernelKind::kMatern32) {
         return (T(1) + t * ln2) * e;
       } else {  // Matern52: (1 + t + t^2 / 3) e^-t
         const T tn = t * ln2;
@@ -129,15 +133,18 @@ struct Profile {
   // u = 0 for the Laplacian, whose derivative is infinite there (symmetric subgradient).
   static __device__ __forceinline__ T derivative(T s2, T coef) {
     constexpr T ln2 = Math<T>::kBase2 ? T(kLn2) : T(1);
-    if constexpr (K == KernelKind::Gaussian) {
+    if constexpr (K == KernelKind::kGaussian) {
       return -Math<T>::exp_neg(s2 * coef);
+    } else if constexpr (K == KernelKind::kCauchy) {  // -1 / (1 + u)^2
+      const T w = T(1) / (T(1) + s2 * coef);
+      return -w * w;
     } else {
       const T t = Math<T>::sqrt(s2) * coef;
       const T e = Math<T>::exp_neg(t);
-      if constexpr (K == KernelKind::Laplacian) {
+      if constexpr (K == KernelKind::kLaplacian) {
         const T tn = t * ln2;  // = sqrt(u)
         return tn > T(0) ? e / (T(-2) * tn) : T(0);
-      } else if constexpr (K == KernelKind::Matern32) {
+      } else if constexpr (K == KernelKind::kMatern32) {
         return T(-0.5) * e;
       } else {
         return (T(1) + t * ln2) * e * T(-1.0 / 6.0);

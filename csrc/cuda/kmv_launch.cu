@@ -17,7 +17,7 @@ cudaError_t grad_f64(KernelKind kernel, const KmvGradProblem& p, cudaStream_t st
 
 namespace {
 bool valid_scale(double scale) { return std::isfinite(scale) && scale > 0.0; }
-bool valid_kernel(KernelKind kernel) { return int(kernel) >= 0 && int(kernel) <= 3; }
+bool valid_kernel(KernelKind kernel) { return valid_kernel_code(int(kernel)); }
 }  // namespace
 
 namespace {

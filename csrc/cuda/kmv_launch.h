@@ -8,11 +8,14 @@
 
 #include <cstdint>
 
+#include "../kernel_codes.h"
+
 namespace kops {
 namespace cuda {
 
-// Kernel profiles; the numbers are part of the private op's schema (kops/backends/cuda_native.py).
-enum class KernelKind : int { Gaussian = 0, Laplacian = 1, Matern32 = 2, Matern52 = 3 };
+// Kernel profiles: the shared list of csrc/kernel_codes.h (the code is Kernel.code of
+// kops/kernels.py, passed by kops/backends/cuda_native.py).
+using KernelKind = kops::KernelCode;
 
 enum class DType : int { Float32 = 0, Float64 = 1 };
 

@@ -1,8 +1,13 @@
-"""Kernel-product backends; each module registers one backend with kops.dispatch."""
-from ..dispatch import register_backend
-from .torch_reference import TorchBackend
+"""Kernel-product backends; each module declares one backend, registered here.
 
-register_backend(TorchBackend())
-from . import cpu_native  # noqa: E402,F401  (registers the native CPU backend "cpu")
-from . import cuda_native  # noqa: E402,F401  (registers the native CUDA backend "cuda")
-from . import triton_backend  # noqa: E402,F401  (registers the Triton backend "triton")
+Imports flow one way: registry (base class, case, capabilities, selection) <- the backend
+modules <- this package <- kops.dispatch <- kops.ops.
+"""
+from .registry import register_backend
+from .cpu_native import CpuNativeBackend
+from .cuda_native import CudaBackend
+from .torch_reference import TorchBackend
+from .triton_backend import TritonBackend
+
+for _backend in (TorchBackend(), CpuNativeBackend(), CudaBackend(), TritonBackend()):
+    register_backend(_backend)

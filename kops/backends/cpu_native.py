@@ -12,7 +12,7 @@ AVX2/FMA get a portable build of the same kernels (``torch.ops.kops._cpu_isa()``
 is used; the environment variable ``KOPS_CPU_ISA=portable`` forces it).
 
 Supported: float32 and float64 (float16 / bfloat16 are upcast to float32, as the reference
-does), the four kops kernels, ``kmv`` / ``kmv_accumulate``, ``kmv_grad_xz`` and
+does), every kernel of the kernel table (passed as its code and scale), ``kmv`` / ``kmv_accumulate``, ``kmv_grad_xz`` and
 ``kernel_matrix``, and the three precision modes: "ieee" exact, "tf32" / "bf16" emulated as
 in the reference by rounding the operands of the products (scaled x and z, the kernel
 values, V) to 10 / 7 mantissa bits.
@@ -22,18 +22,13 @@ from __future__ import annotations
 import torch
 
 from .. import _native
-from ..dispatch import register_backend
-from ..precision import accumulation_dtype
+from ..precision import PRECISIONS, accumulation_dtype
 from . import cpu_crossover
-from .base import Backend, Case
 from .numerics import same_points
+from .registry import OPS, Backend, Capabilities, Case
 
 __all__ = ["CpuNativeBackend"]
 
-_KERNELS = ("gaussian", "laplacian", "matern32", "matern52")
-_OPS = ("kmv", "kmv_grad_xz", "kernel_matrix")
-_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
-_PRECISIONS = ("ieee", "tf32", "bf16")
 
 
 def _upcast(x: torch.Tensor, z: torch.Tensor, *others: torch.Tensor):
@@ -50,6 +45,14 @@ class CpuNativeBackend(Backend):
 
     name = "cpu"
     description = "native C++ CPU kernels: fused cache-blocked tiles, AVX2/FMA microkernels, multi-threaded"
+    # float16 / bfloat16 are upcast to float32, as the reference does
+    capabilities = Capabilities(
+        devices=("cpu",),
+        ops=OPS,
+        dtypes=(torch.float32, torch.float64, torch.float16, torch.bfloat16),
+        precisions=PRECISIONS,
+    )
+    auto_rank = {"cpu": 0}
 
     def unavailable_reason(self) -> str | None:
         """None when the compiled extension with the native CPU kernels is loaded."""
@@ -57,20 +60,6 @@ class CpuNativeBackend(Backend):
             return _native.EXTENSION_ERROR or "the compiled extension kops._C is not loaded"
         if not hasattr(torch.ops.kops, "_cpu_kmv_accumulate"):
             return "the compiled extension kops._C was built without the native CPU kernels"
-        return None
-
-    def unsupported_reason(self, case: Case) -> str | None:
-        """None when ``case`` can run here, else a sentence saying why not."""
-        if case.device.type != "cpu":
-            return f"the native CPU backend runs on CPU tensors only, got a {case.device.type} tensor"
-        if case.op not in _OPS:
-            return f"the native CPU backend implements {', '.join(_OPS)}, not {case.op}"
-        if case.dtype not in _DTYPES:
-            return f"the native CPU backend does not support dtype {case.dtype}"
-        if case.kernel not in _KERNELS:
-            return f"the native CPU backend does not implement the {case.kernel!r} kernel"
-        if case.precision not in _PRECISIONS:
-            return f"the native CPU backend does not implement precision {case.precision!r}"
         return None
 
     def preferred(self, case: Case) -> bool:
@@ -87,17 +76,15 @@ class CpuNativeBackend(Backend):
     def kmv(self, x, z, v, kernel, precision, out, alpha) -> None:
         """``out += alpha * K(x, z) @ v`` (out contiguous, accumulation dtype)."""
         x, z, v = _upcast(x, z, v)
-        torch.ops.kops._cpu_kmv_accumulate(out, x, z, v, kernel.name, kernel.bandwidth, float(alpha), precision)
+        torch.ops.kops._cpu_kmv_accumulate(out, x, z, v, kernel.code, kernel.scale, float(alpha), precision)
 
     def kernel_matrix(self, x, z, kernel, precision):
         """K(x, z) in the accumulation dtype."""
         x, z = _upcast(x, z)
-        return torch.ops.kops._cpu_kernel_matrix(x, z, kernel.name, kernel.bandwidth, precision)
+        return torch.ops.kops._cpu_kernel_matrix(x, z, kernel.code, kernel.scale, precision)
 
     def kmv_grad_xz(self, x, z, v, grad_out, kernel, precision):
         """Gradients of ``<grad_out, K(x, z) @ v>`` with respect to x and z."""
         x, z, v, grad_out = _upcast(x, z, v, grad_out)
-        return torch.ops.kops._cpu_kmv_grad_xz(x, z, v, grad_out, kernel.name, kernel.bandwidth, precision)
+        return torch.ops.kops._cpu_kmv_grad_xz(x, z, v, grad_out, kernel.code, kernel.scale, precision)
 
-
-register_backend(CpuNativeBackend())

@@ -14,7 +14,7 @@ for small and moderate d:
   folded into the per-pair constant, square roots ``a * rsqrt(a)`` (error analysis in
   csrc/cuda/kmv_kernels.cuh: well inside the 1e-5 ieee tolerance); float64 uses ``exp``.
 
-Supported: float32 and float64 CUDA tensors, the four kops kernels, precision "ieee",
+Supported: float32 and float64 CUDA tensors, every kernel of the kernel table, precision "ieee",
 ``kmv`` / ``kmv_accumulate`` and ``kmv_grad_xz`` for d <= 64 (any number of columns). The
 gradient kernel itself covers d <= 32 and c <= 16; beyond that ``kmv_grad_xz`` runs the torch
 reference's blocked computation (so that ``backend="cuda"`` forward passes are always
@@ -31,14 +31,11 @@ from __future__ import annotations
 import torch
 
 from .. import _native
-from ..dispatch import register_backend
-from .base import Backend, Case
+from .registry import Backend, Capabilities, Case
 from .torch_reference import TorchBackend
 
 __all__ = ["CudaBackend"]
 
-#: kernel name -> the KernelKind number of csrc/cuda/kmv_launch.h
-KERNEL_CODES = {"gaussian": 0, "laplacian": 1, "matern32": 2, "matern52": 3}
 #: largest d of the register-blocked kernel product (kMaxDim in csrc/cuda/kmv_launch.h)
 MAX_D = 64
 #: limits of the gradient kernel (kMaxGradDim, kMaxGradCols)
@@ -49,8 +46,6 @@ MAX_GRAD_C = 16
 #: distance product (Triton) should win. The crossover is a guess until it is measured on a
 #: GPU (bench/bench_kmv.py): tune this threshold there.
 PREFERRED_MAX_D = 64
-_OPS = ("kmv", "kmv_grad_xz")
-_DTYPES = (torch.float32, torch.float64)
 
 
 def _native_grad(d: int, c: int) -> bool:
@@ -66,6 +61,15 @@ class CudaBackend(Backend):
         "hand-written CUDA kernels: direct differences, rows of x in registers, z/v tiles in "
         "shared memory (ieee, fp32/fp64, d <= 64)"
     )
+    # half precision is the Triton backend's; tf32 / bf16 need tensor cores (Triton)
+    capabilities = Capabilities(
+        devices=("cuda",),
+        ops=("kmv", "kmv_grad_xz"),
+        dtypes=(torch.float32, torch.float64),
+        precisions=("ieee",),
+        max_d=MAX_D,
+    )
+    auto_rank = {"cuda": 0}
 
     def unavailable_reason(self) -> str | None:
         """None when the extension has the CUDA kernels and a CUDA device is present.
@@ -89,37 +93,6 @@ class CudaBackend(Backend):
             return "no CUDA device is available"
         return None
 
-    def unsupported_reason(self, case: Case) -> str | None:
-        """None when ``case`` can run here, else a sentence saying why not.
-
-        Parameters
-        ----------
-        case : Case
-            The call's op, device, dtype, sizes, kernel and precision.
-        """
-        if case.device.type != "cuda":
-            return f"the CUDA backend runs on CUDA tensors only, got a {case.device.type} tensor"
-        if case.op not in _OPS:
-            return f"the CUDA backend implements {', '.join(_OPS)}, not {case.op}"
-        if case.dtype not in _DTYPES:
-            return (
-                f"the CUDA backend supports float32 and float64, not {case.dtype} "
-                "(the Triton backend handles half precision)"
-            )
-        if case.kernel not in KERNEL_CODES:
-            return f"the CUDA backend does not implement the {case.kernel!r} kernel"
-        if case.precision != "ieee":
-            return (
-                f"the CUDA backend computes exact (ieee) products only, not precision "
-                f"{case.precision!r}"
-            )
-        if case.d > MAX_D:
-            return (
-                f"d = {case.d} exceeds the CUDA backend's register-blocked limit of {MAX_D} "
-                "(rows of x are held in registers)"
-            )
-        return None
-
     def preferred(self, case: Case) -> bool:
         """Whether "auto" should use this backend: supported, d <= PREFERRED_MAX_D, and for
         gradients within the native gradient kernel's limits."""
@@ -129,7 +102,7 @@ class CudaBackend(Backend):
 
     def kmv(self, x, z, v, kernel, precision, out, alpha) -> None:
         """``out += alpha * K(x, z) @ v``; out is contiguous in x's dtype (float32/64)."""
-        torch.ops.kops._cuda_kmv(out, x, z, v, KERNEL_CODES[kernel.name], kernel.scale, float(alpha))
+        torch.ops.kops._cuda_kmv(out, x, z, v, kernel.code, kernel.scale, float(alpha))
 
     def kmv_grad_xz(self, x, z, v, grad_out, kernel, precision):
         """Gradients of ``<grad_out, K(x, z) @ v>`` with respect to x and z.
@@ -140,12 +113,10 @@ class CudaBackend(Backend):
         """
         if not _native_grad(x.shape[1], v.shape[1]):
             return TorchBackend().kmv_grad_xz(x, z, v, grad_out, kernel, precision)
-        code = KERNEL_CODES[kernel.name]
+        code = kernel.code
         gx = torch.zeros(x.shape, dtype=x.dtype, device=x.device)
         gz = torch.zeros(z.shape, dtype=z.dtype, device=z.device)
         torch.ops.kops._cuda_kmv_grad(gx, x, z, v, grad_out, code, kernel.scale)
         torch.ops.kops._cuda_kmv_grad(gz, z, x, grad_out, v, code, kernel.scale)
         return gx, gz
 
-
-register_backend(CudaBackend())

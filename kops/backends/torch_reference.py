@@ -19,9 +19,9 @@ import math
 import torch
 
 from ..config import get_memory_budget
-from ..precision import accumulation_dtype, round_operand
-from .base import Backend
+from ..precision import PRECISIONS, accumulation_dtype, round_operand
 from .numerics import centering_shift, same_points
+from .registry import OPS, Backend, Capabilities
 
 DIRECT_MAX_D = 4
 # Temporaries per kernel-block element: the distance block and up to three temporaries of the
@@ -108,6 +108,14 @@ class _Prepared:
 class TorchBackend(Backend):
     name = "torch"
     description = "pure torch reference: blocked GEMM-trick / direct differences within the memory budget"
+    capabilities = Capabilities(
+        devices=("cpu", "cuda"),
+        ops=OPS,
+        dtypes=(torch.float16, torch.bfloat16, torch.float32, torch.float64),
+        precisions=PRECISIONS,
+    )
+    # the reference closes every automatic order
+    auto_rank = {"cpu": 100, "cuda": 100}
 
     def kmv(self, x, z, v, kernel, precision, out, alpha):
         prep = _Prepared(x, z, kernel, precision)

@@ -42,20 +42,16 @@ import os
 
 import torch
 
-from ..dispatch import register_backend
-from ..precision import accumulation_dtype, round_operand
-from .base import Backend, Case
+from ..precision import PRECISIONS, accumulation_dtype, round_operand
 from .numerics import centering_shift, same_points
+from .registry import OPS, Backend, Capabilities, Case
 
 __all__ = ["TritonBackend", "DIRECT_MAX_D"]
 
 #: d up to which distances come from direct differences (no GEMM-trick cancellation).
 #: A guess until timed on a GPU: the tensor-core distance product is cheaper from small d on.
 DIRECT_MAX_D = 16
-KERNEL_CODES = {"gaussian": 0, "laplacian": 1, "matern32": 2, "matern52": 3}
 PREC_CODES = {"ieee": 0, "tf32": 1, "bf16": 2}
-_OPS = ("kmv", "kmv_grad_xz", "kernel_matrix")
-_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 _kernels = None
 _import_error: str | None = None
@@ -208,6 +204,13 @@ class TritonBackend(Backend):
         "Triton: fused tiled kernel products on tensor cores (ieee/tf32/bf16, fp16-fp64), "
         "K never formed; CPU tensors only in the interpreter (TRITON_INTERPRET=1)"
     )
+    capabilities = Capabilities(
+        devices=("cuda", "cpu"),
+        ops=OPS,
+        dtypes=(torch.float16, torch.bfloat16, torch.float32, torch.float64),
+        precisions=PRECISIONS,
+    )
+    auto_rank = {"cuda": 1, "cpu": 1}
 
     def unavailable_reason(self) -> str | None:
         """None when triton imports, else why not.
@@ -221,28 +224,16 @@ class TritonBackend(Backend):
         return None
 
     def unsupported_reason(self, case: Case) -> str | None:
-        """None when ``case`` can run here, else a sentence saying why not.
-
-        Parameters
-        ----------
-        case : Case
-            The call's op, device, dtype, sizes, kernel and precision.
-        """
-        kernels = _load()
-        if kernels is None:
+        """None when ``case`` can run here, else a sentence saying why not."""
+        if _load() is None:
             return _import_error
-        if case.op not in _OPS:
-            return f"the Triton backend implements {', '.join(_OPS)}, not {case.op}"
-        if case.device.type == "cpu":
-            if not kernels.interpreted():
-                return ("the Triton backend runs CPU tensors only in the Triton interpreter "
-                        "(set TRITON_INTERPRET=1 before importing kops)")
-        elif case.device.type != "cuda":
-            return f"the Triton backend runs on CUDA tensors, not {case.device.type}"
-        if case.dtype not in _DTYPES:
-            return f"the Triton backend does not support dtype {case.dtype}"
-        if case.kernel not in KERNEL_CODES:
-            return f"the Triton backend does not implement the {case.kernel!r} kernel"
+        return super().unsupported_reason(case)
+
+    def extra_unsupported_reason(self, case: Case) -> str | None:
+        """CPU tensors run only in the Triton interpreter."""
+        if case.device.type == "cpu" and not _load().interpreted():
+            return ("the Triton backend runs CPU tensors only in the Triton interpreter "
+                    "(set TRITON_INTERPRET=1 before importing kops)")
         return None
 
     def preferred(self, case: Case) -> bool:
@@ -267,7 +258,7 @@ class TritonBackend(Backend):
         n, d = x.shape
         m, c = v.shape
         direct = d <= DIRECT_MAX_D
-        consts = dict(KERNEL=KERNEL_CODES[kernel.name], PREC=prec, HW=hw, SAME=prep.same, DIRECT=direct,
+        consts = dict(KERNEL=kernel.code, PREC=prec, HW=hw, SAME=prep.same, DIRECT=direct,
                       **_blocks(d, c, prep.dtype, direct))
         block_c = consts["BLOCK_C"]
         split = _z_splits(x.device, n, m, triton_cdiv(c, block_c))
@@ -296,7 +287,7 @@ class TritonBackend(Backend):
         blocks = _blocks(d, c, dtype, direct)
         block_dg = blocks["BLOCK_D"]
         eps = torch.finfo(dtype).eps
-        consts = dict(KERNEL=KERNEL_CODES[kernel.name], PREC=prec, HW=hw, SAME=same, DIRECT=direct,
+        consts = dict(KERNEL=kernel.code, PREC=prec, HW=hw, SAME=same, DIRECT=direct,
                       FLOOR=(not kernel.smooth_at_zero) and not direct, BLOCK_DG=block_dg, **blocks)
 
         def grid(meta):
@@ -332,7 +323,7 @@ class TritonBackend(Backend):
         direct = d <= DIRECT_MAX_D
         blocks = _blocks(d, 1, prep.dtype, direct)
         blocks.pop("BLOCK_C")
-        consts = dict(KERNEL=KERNEL_CODES[kernel.name], PREC=prec, HW=hw, SAME=prep.same, DIRECT=direct, **blocks)
+        consts = dict(KERNEL=kernel.code, PREC=prec, HW=hw, SAME=prep.same, DIRECT=direct, **blocks)
         kernels = _load()
         meta = dict(consts, BLOCK_N=64, BLOCK_M=64)
         grid = (triton_cdiv(n, 64), triton_cdiv(m, 64))
@@ -346,5 +337,3 @@ class TritonBackend(Backend):
 def triton_cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
-
-register_backend(TritonBackend())

@@ -65,6 +65,8 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
+from ..kernels import KERNELS_BY_CODE
+
 __all__ = ["kmv_fwd_kernel", "kmv_grad_kernel", "kernel_matrix_kernel", "interpreted"]
 
 
@@ -106,36 +108,47 @@ def _mma(a, b, acc, PREC: tl.constexpr, HW: tl.constexpr):
     return out
 
 
+# One branch per code of the kernel table (Kernel.code in kops/kernels.py); an unknown code
+# gives NaN rather than another kernel's values. tests/test_kernel_table.py checks the branches.
 @triton.jit
 def _profile(u, KERNEL: tl.constexpr):
     """f(u) of the kernel (u = scaled squared distance, >= 0)."""
-    if KERNEL == 0:
+    if KERNEL == 0:  # gaussian
         k = tl.exp(-u)
-    elif KERNEL == 1:
+    elif KERNEL == 1:  # laplacian
         k = tl.exp(-tl.sqrt(u))
-    elif KERNEL == 2:
+    elif KERNEL == 2:  # matern32
         r = tl.sqrt(u)
         k = (1.0 + r) * tl.exp(-r)
-    else:
+    elif KERNEL == 3:  # matern52
         r = tl.sqrt(u)
         k = (1.0 + r + u * 0.3333333333333333) * tl.exp(-r)
+    elif KERNEL == 4:  # cauchy
+        k = 1.0 / (1.0 + u)
+    else:
+        k = u * float("nan")
     return k
 
 
 @triton.jit
 def _profile_derivative(u, KERNEL: tl.constexpr):
     """df/du; the Laplacian's value at u = 0 is taken as 0 (symmetric subgradient)."""
-    if KERNEL == 0:
+    if KERNEL == 0:  # gaussian
         k = -tl.exp(-u)
-    elif KERNEL == 1:
+    elif KERNEL == 1:  # laplacian
         r = tl.sqrt(u)
         safe = tl.where(r > 0.0, r, 1.0)  # no division by 0, so no inf/NaN to mask
         k = tl.where(r > 0.0, tl.exp(-r) / (-2.0 * safe), 0.0)
-    elif KERNEL == 2:
+    elif KERNEL == 2:  # matern32
         k = -0.5 * tl.exp(-tl.sqrt(u))
-    else:
+    elif KERNEL == 3:  # matern52
         r = tl.sqrt(u)
         k = (1.0 + r) * tl.exp(-r) * (-1.0 / 6.0)
+    elif KERNEL == 4:  # cauchy
+        w = 1.0 / (1.0 + u)
+        k = -w * w
+    else:
+        k = u * float("nan")
     return k
 
 
@@ -303,6 +316,9 @@ def kernel_matrix_kernel(X, Z, XN, ZN, K, n, m, d, sxn, szm, skn, KERNEL: tl.con
 
 
 # ------------------------------------------------------------------ compile-check variants
+_N_KERNELS = len(KERNELS_BY_CODE)
+
+
 def compile_variants():
     """(kernel function, signature, constexprs, label) for every code path of the kernels.
 
@@ -319,9 +335,9 @@ def compile_variants():
     plans = [(mode, paths[0]) for mode in modes] + [(modes[0], p) for p in paths[1:]] + [(modes[2], paths[1])]
     out = []
     for i, ((op_t, acc_t, prec, hw), (direct, resident, block_d)) in enumerate(plans):
-        common = dict(KERNEL=i % 4, PREC=prec, HW=hw, SAME=bool(i % 2), DIRECT=direct, X_RESIDENT=resident,
+        common = dict(KERNEL=i % _N_KERNELS, PREC=prec, HW=hw, SAME=bool(i % 2), DIRECT=direct, X_RESIDENT=resident,
                       BLOCK_N=64, BLOCK_M=64, BLOCK_D=block_d if acc_t == "fp32" else min(block_d, 32))
-        label = f"{op_t}/{acc_t} prec={prec} hw={hw} direct={direct} resident={resident} kernel={i % 4}"
+        label = f"{op_t}/{acc_t} prec={prec} hw={hw} direct={direct} resident={resident} kernel={i % _N_KERNELS}"
         # forward
         sig = dict(X="*" + op_t, Z="*" + op_t, V="*" + op_t, XN="*" + acc_t, ZN="*" + acc_t, O="*" + acc_t)
         sig.update({k: "i32" for k in ("n", "m", "d", "c", "sxn", "szm", "svm", "svc", "son", "m_per_split")})
@@ -337,7 +353,7 @@ def compile_variants():
                    OUT="*" + acc_t)
         sig.update({k: "i32" for k in ("n", "m", "d", "c", "sxn", "szm", "sgn", "sgc", "svm", "svc", "son")})
         sig.update(factor="fp32", floor_eps="fp32", D_KEY="i32", C_KEY="i32")
-        consts = dict(common, FLOOR=(i % 4 == 1) and not direct, BLOCK_C=16 if i % 2 else 32,
+        consts = dict(common, FLOOR=(not KERNELS_BY_CODE[i % _N_KERNELS].smooth_at_zero) and not direct, BLOCK_C=16 if i % 2 else 32,
                       BLOCK_DG=common["BLOCK_D"])
         sig.update({k: "constexpr" for k in consts})
         out.append((kmv_grad_kernel, sig, consts, "kmv_grad " + label))

@@ -47,9 +47,10 @@ using LD = long double;
 LD profile(KernelKind k, LD u) {
   const LD t = std::sqrt(u);
   switch (k) {
-    case KernelKind::Gaussian: return std::exp(-u);
-    case KernelKind::Laplacian: return std::exp(-t);
-    case KernelKind::Matern32: return (1 + t) * std::exp(-t);
+    case KernelKind::kGaussian: return std::exp(-u);
+    case KernelKind::kLaplacian: return std::exp(-t);
+    case KernelKind::kMatern32: return (1 + t) * std::exp(-t);
+    case KernelKind::kCauchy: return 1 / (1 + u);
     default: return (1 + t + u / 3) * std::exp(-t);
   }
 }
@@ -57,18 +58,20 @@ LD profile(KernelKind k, LD u) {
 LD derivative(KernelKind k, LD u) {
   const LD t = std::sqrt(u);
   switch (k) {
-    case KernelKind::Gaussian: return -std::exp(-u);
-    case KernelKind::Laplacian: return t > 0 ? std::exp(-t) / (-2 * t) : 0;
-    case KernelKind::Matern32: return -0.5L * std::exp(-t);
+    case KernelKind::kGaussian: return -std::exp(-u);
+    case KernelKind::kLaplacian: return t > 0 ? std::exp(-t) / (-2 * t) : 0;
+    case KernelKind::kMatern32: return -0.5L * std::exp(-t);
+    case KernelKind::kCauchy: return -1 / ((1 + u) * (1 + u));
     default: return -(1 + t) * std::exp(-t) / 6;
   }
 }
 
 double scale_of(KernelKind k, double bandwidth) {
   switch (k) {
-    case KernelKind::Gaussian: return 1.0 / (bandwidth * std::sqrt(2.0));
-    case KernelKind::Laplacian: return 1.0 / bandwidth;
-    case KernelKind::Matern32: return std::sqrt(3.0) / bandwidth;
+    case KernelKind::kGaussian: return 1.0 / (bandwidth * std::sqrt(2.0));
+    case KernelKind::kLaplacian: return 1.0 / bandwidth;
+    case KernelKind::kMatern32: return std::sqrt(3.0) / bandwidth;
+    case KernelKind::kCauchy: return 1.0 / bandwidth;
     default: return std::sqrt(5.0) / bandwidth;
   }
 }
@@ -234,8 +237,8 @@ void check_plans() {
 
 int main() {
   std::mt19937_64 rng(12345);
-  constexpr auto G = KernelKind::Gaussian, L = KernelKind::Laplacian, M3 = KernelKind::Matern32,
-                 M5 = KernelKind::Matern52;
+  constexpr auto G = KernelKind::kGaussian, L = KernelKind::kLaplacian, M3 = KernelKind::kMatern32,
+                 M5 = KernelKind::kMatern52, C = KernelKind::kCauchy;
   // kmv: awkward n, m (partial row blocks and z tiles), d below the bucket, c across chunks,
   // both layouts, unsplit and split z ranges (including splits that are not whole tiles).
   check_kmv<float, G, 3, 1>(1030, 300, 1, 1, 0, 300, rng);
@@ -250,12 +253,15 @@ int main() {
   check_kmv<double, G, 4, 1>(513, 130, 2, 1, 0, 64, rng);
   check_kmv<double, L, 16, 16>(129, 65, 16, 20, 1, 65, rng);
   check_kmv<double, M3, 64, 1>(130, 40, 40, 1, 0, 13, rng);
+  check_kmv<float, C, 8, 16>(131, 90, 6, 3, 1, 90, rng);
+  check_kmv<double, C, 4, 1>(70, 33, 3, 1, 0, 33, rng);
   // gradients: D in {8, 32}, CC in {4, 16}
   check_grad<float, G, 8, 4>(300, 130, 3, 1, 130, rng);
   check_grad<float, L, 32, 16>(130, 70, 20, 11, 32, rng);
   check_grad<double, M3, 8, 4>(129, 66, 8, 4, 66, rng);
   check_grad<double, M5, 32, 16>(129, 40, 32, 16, 16, rng);
   check_grad<double, L, 8, 4>(140, 50, 7, 2, 50, rng);
+  check_grad<float, C, 8, 4>(100, 60, 5, 3, 60, rng);
   check_plans();
   std::printf("%s: %d failure(s)\n", failures ? "FAILED" : "passed", failures);
   return failures ? 1 : 0;
