@@ -1,5 +1,6 @@
-// pybind11 module kops._C: build information. Importing it also loads the op schemas
-// (ops.cpp) and the native kernels compiled into the same library.
+// pybind11 module kops._C: build information. Importing it also loads the native kernels
+// compiled into the same library (private ops in their own TORCH_LIBRARY_FRAGMENTs); the
+// public op schemas are defined once, in kops/ops.py.
 #include <pybind11/pybind11.h>
 #include <string>
 #include <thread>
@@ -39,6 +40,6 @@ py::dict build_info() {
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
-  m.doc() = "kops native extension: op schemas, native kernels and build information";
+  m.doc() = "kops native extension: native kernels and build information";
   m.def("build_info", &build_info, "Build configuration of the kops native extension.");
 }

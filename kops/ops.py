@@ -28,7 +28,6 @@ import threading
 
 import torch
 
-from . import _native  # noqa: F401  (defines the op schemas)
 from . import autodiff
 from .backends.base import Case
 from .backends.numerics import same_points
@@ -38,7 +37,29 @@ from .kernels import resolve_kernel
 from .precision import accumulation_dtype, check_precision
 from .validation import check_finite_inputs, check_kmv_args, check_matrix
 
-__all__ = ["kmv", "kmv_accumulate", "kernel_matrix"]
+__all__ = ["kmv", "kmv_accumulate", "kernel_matrix", "SCHEMAS"]
+
+# ------------------------------------------------------------------ the op schemas
+# Defined once, here (the compiled extension registers only its private ops). The bandwidth is
+# a float: learnt or per-feature bandwidths are applied by the Python entry points, which
+# divide the inputs and call the ops with bandwidth 1 (see _apply_lengthscales).
+SCHEMAS = {
+    # out = K(x, z) @ v
+    "kmv": "(Tensor x, Tensor z, Tensor v, str kernel, float bandwidth, str precision, "
+    "str backend) -> Tensor",
+    # out += alpha * K(x, z) @ v   (in place; used by the solvers)
+    "kmv_accumulate": "(Tensor(a!) out, Tensor x, Tensor z, Tensor v, str kernel, "
+    "float bandwidth, float alpha, str precision, str backend) -> ()",
+    # gradients of <grad_out, K(x, z) @ v> with respect to x and z
+    "kmv_grad_xz": "(Tensor x, Tensor z, Tensor v, Tensor grad_out, str kernel, "
+    "float bandwidth, str precision, str backend) -> (Tensor, Tensor)",
+    # K(x, z), for small blocks
+    "kernel_matrix": "(Tensor x, Tensor z, str kernel, float bandwidth, str precision, "
+    "str backend) -> Tensor",
+}
+_LIBRARY = torch.library.Library("kops", "FRAGMENT")
+for _name, _schema in SCHEMAS.items():
+    _LIBRARY.define(_name + _schema)
 
 
 def _case(op, x, z, c, kernel, precision) -> Case:
