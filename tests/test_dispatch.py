@@ -95,3 +95,45 @@ def test_results_do_not_depend_on_the_block_size(generator):
     gwhole = torch.autograd.grad(kops.kmv(x, z, v, "laplacian", bw, backend="torch").sum(), x)[0]
     torch.testing.assert_close(blocked, whole)
     torch.testing.assert_close(gblocked, gwhole)
+
+
+def test_a_backend_that_declares_nothing_supports_nothing():
+    from kops.backends.registry import Backend
+
+    class Forgetful(Backend):
+        name = "torch"
+
+    case = Case("kmv", torch.device("cpu"), torch.float32, 3, 3, 3, 1, "gaussian", "ieee")
+    assert "declares no capabilities" in Forgetful().unsupported_reason(case)
+
+
+def test_capabilities_give_one_sentence_per_limit():
+    from kops.backends.registry import Capabilities
+
+    caps = Capabilities(devices=("cuda",), ops=("kmv",), dtypes=(torch.float32,), precisions=("ieee",),
+                        kernels=("gaussian",), max_d=8, max_c=2)
+
+    def case(**kw):
+        base = dict(op="kmv", device=torch.device("cuda"), dtype=torch.float32, n=3, m=3, d=3, c=1,
+                    kernel="gaussian", precision="ieee")
+        base.update(kw)
+        return Case(**base)
+
+    assert caps.reason(case(), "x") is None
+    assert "CUDA tensors only" in caps.reason(case(device=torch.device("cpu")), "x")
+    assert "kernel_matrix" in caps.reason(case(op="kernel_matrix"), "x")
+    assert "float64" in caps.reason(case(dtype=torch.float64), "x")
+    assert "'tf32'" in caps.reason(case(precision="tf32"), "x")
+    assert "'cauchy'" in caps.reason(case(kernel="cauchy"), "x")
+    assert "d = 9" in caps.reason(case(d=9), "x")
+    assert "c = 3" in caps.reason(case(c=3), "x")
+    assert "d <= 8" in caps.describe()
+
+
+def test_each_backend_states_its_place_in_the_automatic_order():
+    from kops.dispatch import auto_order
+
+    assert auto_order("cuda") == ("cuda", "triton", "torch")
+    assert auto_order("cpu")[-1] == "torch" and auto_order("cpu")[0] == "cpu"
+    for backend in backends().values():
+        assert backend.capabilities is not None, backend.name
