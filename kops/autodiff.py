@@ -3,9 +3,11 @@
 The first gradient of ``kmv`` runs the fused ``kmv_grad_xz`` op (no K formed). What lies
 beyond it is rarely needed at scale (Hessian-vector products, forward-mode tangents,
 gradients of gradients), so it is composed here from torch operations on dense (n, m)
-blocks: always differentiable, any order, at O(n m d) memory. Distances are direct
-differences, so coincident points give exactly u = 0 and the profiles' values at 0 (see
-:func:`kops.kernels._sqrt0`) keep every derivative finite.
+blocks: always differentiable, any order, at O(n m) memory (O(n m d) for d <= 4). Squared
+distances are direct differences for small d and the GEMM trick on centred, scaled inputs
+otherwise, with values below the trick's noise floor set to exactly 0 (as the backends do), so
+coincident points give u = 0 and the profiles' values at 0 (see :func:`kops.kernels._sqrt0`)
+keep every derivative finite.
 
 Notation: xs = (x - c) * scale, zs = (z - c) * scale with c the centring shift (a constant:
 distances do not depend on it), u_ij = |xs_i - zs_j|^2, K_ij = f(u_ij).
@@ -30,9 +32,18 @@ def scaled(x: torch.Tensor, z: torch.Tensor, kernel: Kernel):
     return xs, zs
 
 
+#: d up to which u is formed by direct differences (an (n, m, d) temporary)
+DIRECT_MAX_D = 4
+
+
 def sqdist(xs: torch.Tensor, zs: torch.Tensor) -> torch.Tensor:
-    """u (n, m) by direct differences (exactly 0 for coincident points)."""
-    return (xs.unsqueeze(1) - zs.unsqueeze(0)).square().sum(-1)
+    """u (n, m), exactly 0 for coincident points, differentiable in xs and zs."""
+    if xs.shape[1] <= DIRECT_MAX_D:
+        return (xs.unsqueeze(1) - zs.unsqueeze(0)).square().sum(-1)
+    xn, zn = xs.square().sum(1), zs.square().sum(1)
+    u = (xn.unsqueeze(1) + zn.unsqueeze(0) - 2.0 * (xs @ zs.T)).clamp_min(0.0)
+    floor = (xn.unsqueeze(1) + zn.unsqueeze(0)).detach() * (16 * torch.finfo(xs.dtype).eps)
+    return torch.where(u <= floor, torch.zeros_like(u), u)
 
 
 def _cols(t: torch.Tensor) -> torch.Tensor:

@@ -53,6 +53,18 @@ def test_gradgradcheck_kmv(kernel, problem):
     assert torch.autograd.gradgradcheck(f, (x, z, v))
 
 
+@pytest.mark.parametrize("kernel", ["gaussian", "matern32", "cauchy"])
+def test_gradgradcheck_gemm_path_and_coincident_points(kernel, generator):
+    # d = 11: the dense formulas use the GEMM trick; z repeats rows of x (u = 0 exactly)
+    x, z, v, bw = random_problem(6, 5, 11, 2, dtype=torch.float64, generator=generator)
+    z[:2] = x[:2]
+    x, z, v = _leaves(x, z, v)
+    f = lambda a, b, c: kops.kmv(a, b, c, kernel, bw)  # noqa: E731
+    assert torch.autograd.gradgradcheck(f, (x, z, v))
+    assert torch.autograd.gradcheck(f, (x, z, v), check_forward_ad=True, check_backward_ad=False,
+                                    check_undefined_grad=False, check_batched_grad=False)
+
+
 @pytest.mark.parametrize("kernel", KERNELS)
 def test_forward_mode_matches_finite_differences(kernel, problem):
     x, z, v, bw = problem
