@@ -83,14 +83,18 @@ def check_bandwidth(bandwidth, name: str = "bandwidth"):
 _ENTRY_POINTS: dict = {}
 
 
+def _differentiated(u: torch.Tensor) -> bool:
+    """Whether autograd (reverse or forward mode) may differentiate through u."""
+    return (u.requires_grad and torch.is_grad_enabled()) or torch.autograd.forward_ad._current_level >= 0
+
+
 def _sqrt0(u: torch.Tensor) -> torch.Tensor:
     """sqrt(u) for u >= 0, with derivative 0 (not infinity) at u = 0 when u is differentiated.
 
     Every use multiplies the derivative by du/dx = 2 (x - z), which is 0 where u is, so 0 is
     the right limit and keeps higher-order gradients free of NaN.
     """
-    differentiated = (u.requires_grad and torch.is_grad_enabled()) or torch.autograd.forward_ad._current_level >= 0
-    if not differentiated:  # the fast path of the backends' blocks
+    if not _differentiated(u):  # the fast path of the backends' blocks
         return u.sqrt()
     pos = u > 0
     return torch.where(pos, torch.where(pos, u, torch.ones_like(u)).sqrt(), torch.zeros_like(u))
@@ -158,9 +162,10 @@ class Kernel:
         return type(self)(1.0)
 
     # -- the profile as a function of the scaled squared distance u (torch reference) --
-    # Out of place and differentiable (the higher-order derivatives of the ops use them).
+    # Differentiable when u is (the higher-order derivatives of the ops use them); otherwise
+    # profile may overwrite u, which the backends' blocks allow, to save memory and passes.
     def profile(self, u: torch.Tensor) -> torch.Tensor:
-        """f(u)."""
+        """f(u); may overwrite u when u is not being differentiated."""
         raise NotImplementedError
 
     def profile_derivative(self, u: torch.Tensor) -> torch.Tensor:
@@ -185,10 +190,10 @@ class Gaussian(Kernel):
     scale_factor: ClassVar[float] = 1.0 / math.sqrt(2.0)
 
     def profile(self, u):
-        return torch.exp(-u)
+        return torch.exp(-u) if _differentiated(u) else u.neg_().exp_()
 
     def profile_derivative(self, u):
-        return -torch.exp(-u)
+        return -torch.exp(-u) if _differentiated(u) else u.neg().exp_().neg_()
 
 
 @dataclass(frozen=True, eq=False)
@@ -202,7 +207,7 @@ class Laplacian(Kernel):
     smooth_at_zero: ClassVar[bool] = False
 
     def profile(self, u):
-        return torch.exp(-_sqrt0(u))
+        return torch.exp(-_sqrt0(u)) if _differentiated(u) else u.sqrt_().neg_().exp_()
 
     def profile_derivative(self, u):
         r = _sqrt0(u)
@@ -221,7 +226,7 @@ class Matern32(Kernel):
     scale_factor: ClassVar[float] = math.sqrt(3.0)
 
     def profile(self, u):
-        t = _sqrt0(u)
+        t = _sqrt0(u) if _differentiated(u) else u.sqrt_()
         return (1.0 + t) * torch.exp(-t)
 
     def profile_derivative(self, u):
@@ -256,10 +261,10 @@ class Cauchy(Kernel):
     scale_factor: ClassVar[float] = 1.0
 
     def profile(self, u):
-        return 1.0 / (1.0 + u)
+        return 1.0 / (1.0 + u) if _differentiated(u) else u.add_(1.0).reciprocal_()
 
     def profile_derivative(self, u):
-        return -1.0 / (1.0 + u).square()
+        return -1.0 / (1.0 + u).square() if _differentiated(u) else u.add(1.0).square_().reciprocal_().neg_()
 
 
 #: the kernel table: name -> class, in code order

@@ -24,9 +24,8 @@ from .numerics import centering_shift, same_points
 from .registry import OPS, Backend, Capabilities
 
 DIRECT_MAX_D = 4
-# Temporaries per kernel-block element: the distance block and up to three temporaries of the
-# (out-of-place, differentiable) profile functions of kops.kernels.
-_BLOCK_BUFFERS = 4
+# Temporaries per kernel-block element: the distance block and up to two profile temporaries.
+_BLOCK_BUFFERS = 3
 # On CPU, blocks beyond a few tens of MB stream through memory between the distance, exp and
 # value passes; capping them keeps each pass closer to cache (measured: 64 MiB blocks ~1.4x
 # faster than 1 GiB ones at n = m = 20000, d = 64). On CUDA larger blocks only help.
