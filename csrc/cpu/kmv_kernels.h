@@ -1,5 +1,5 @@
 // Interface between the torch binding (kmv_ops.cpp: checks, preparation, threading) and the
-// ISA-specific tile kernels (kmv_avx2.cpp, kmv_portable.cpp). Plain pointers only, so the
+// ISA-specific tile kernels (kmv_avx512.cpp, kmv_avx2.cpp, kmv_portable.cpp). Plain pointers only, so the
 // ISA translation units need no torch header.
 //
 // Layouts prepared by the binding (T = float or double, the accumulation dtype):
@@ -64,11 +64,19 @@ struct IsaTable {
                           float* dst, int64_t ldd);
   void (*kernel_tile_f64)(const TileArgs<double>&, int64_t g0, int64_t g1, int64_t p0,
                           int64_t p1, double* dst, int64_t ldd);
+  //   exp_neg: out[i] = exp(-in[i]) by the tile kernels' vector exp (in >= 0 or NaN).
+  void (*exp_neg_f32)(const float* in, float* out, int64_t len);
+  void (*exp_neg_f64)(const double* in, double* out, int64_t len);
+  //   fma_chains: 12 independent FMA chains of `reps` steps (12 * reps vector FMAs).
+  float (*fma_chains_f32)(int64_t reps);
+  double (*fma_chains_f64)(int64_t reps);
+  int width_f32;  // floats per vector
 };
 
-// Defined in kmv_portable.cpp (always) and kmv_avx2.cpp (x86-64 builds with AVX2 flags;
-// returns nullptr elsewhere).
+// Defined in kmv_portable.cpp (always), kmv_avx2.cpp and kmv_avx512.cpp (x86-64 builds with
+// the AVX2 / AVX-512 flags; they return nullptr elsewhere).
 const IsaTable* portable_table();
 const IsaTable* avx2_table();
+const IsaTable* avx512_table();
 
 }  // namespace kops_cpu

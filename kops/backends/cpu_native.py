@@ -5,11 +5,12 @@ The C++ side (private ops ``torch.ops.kops._cpu_kmv_accumulate``, ``_cpu_kmv_gra
 the finite entries of z and multiplied by the kernel's scale, squared distances by the GEMM
 trick (clamped at 0) or, for d <= 4, by direct differences, exact 0 on the diagonal when x
 is z, and the same noise-floor rule for the Laplacian's gradient. It never forms K beyond a
-tile of about 48 x 256 values: a register-blocked AVX2/FMA microkernel computes the
-distances of a tile and applies the kernel with a vectorised exp while they are in
-registers, and the tile is multiplied with V before the next one is formed. CPUs without
-AVX2/FMA get a portable build of the same kernels (``torch.ops.kops._cpu_isa()`` says which
-is used; the environment variable ``KOPS_CPU_ISA=portable`` forces it).
+tile of about 48 x 256 values: a register-blocked AVX-512 or AVX2/FMA microkernel computes
+the distances of a tile and applies the kernel with a vectorised exp while they are in
+registers, and the tile is multiplied with V before the next one is formed. The widest ISA
+the CPU has is chosen at run time; CPUs without AVX2/FMA get a portable build of the same
+kernels (``torch.ops.kops._cpu_isa()`` says which is used; the environment variable
+``KOPS_CPU_ISA=avx2`` or ``portable`` forces a narrower one).
 
 Supported: float32 and float64 (float16 / bfloat16 are upcast to float32, as the reference
 does), the four kops kernels, ``kmv`` / ``kmv_accumulate``, ``kmv_grad_xz`` and
@@ -25,6 +26,7 @@ from .. import _native
 from ..dispatch import register_backend
 from ..precision import accumulation_dtype
 from .base import Backend, Case
+from .cpu_crossover import native_preferred
 from .numerics import same_points
 
 __all__ = ["CpuNativeBackend"]
@@ -33,12 +35,6 @@ _KERNELS = ("gaussian", "laplacian", "matern32", "matern52")
 _OPS = ("kmv", "kmv_grad_xz", "kernel_matrix")
 _DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 _PRECISIONS = ("ieee", "tf32", "bf16")
-
-# Largest d at which "auto" prefers the portable (non-AVX2) kernels over the torch backend
-# (measured on the loaded development machine, n = m = 3000: faster up to d = 32, about
-# even at d = 64, slower at d = 128).
-_PORTABLE_MAX_D = 32
-
 
 def _upcast(x: torch.Tensor, z: torch.Tensor, *others: torch.Tensor):
     """x, z and ``others`` in the accumulation dtype; z stays x's object when x is z."""
@@ -53,7 +49,7 @@ class CpuNativeBackend(Backend):
     """Backend "cpu": the fused C++ kernels of csrc/cpu."""
 
     name = "cpu"
-    description = "native C++ CPU kernels: fused cache-blocked tiles, AVX2/FMA microkernels, multi-threaded"
+    description = "native C++ CPU kernels: fused cache-blocked tiles, AVX-512 / AVX2 microkernels, multi-threaded"
 
     def unavailable_reason(self) -> str | None:
         """None when the compiled extension with the native CPU kernels is loaded."""
@@ -78,19 +74,14 @@ class CpuNativeBackend(Backend):
         return None
 
     def preferred(self, case: Case) -> bool:
-        """Whether "auto" should use this backend for ``case``.
-
-        With the AVX2 kernels: wherever supported (measured faster than the torch backend at
-        every size tried, see bench/results/cpu_*.json). The portable build (no AVX2/FMA)
-        is about 6x slower at d = 64, level with the torch backend's BLAS there, and is
-        preferred only at small d, where the exp dominates.
-        """
+        """Whether "auto" should use this backend for ``case``: the rule measured on this
+        machine by :mod:`kops.backends.cpu_crossover`."""
         if self.unsupported_reason(case) is not None:
             return False
-        return self.isa() == "avx2" or case.d <= _PORTABLE_MAX_D
+        return native_preferred(case)
 
     def isa(self) -> str:
-        """The instruction set the kernels use here: "avx2" or "portable"."""
+        """The instruction set the kernels use here: "avx512", "avx2" or "portable"."""
         return str(torch.ops.kops._cpu_isa())
 
     def kmv(self, x, z, v, kernel, precision, out, alpha) -> None:

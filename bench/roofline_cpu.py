@@ -1,0 +1,131 @@
+"""Roofline floor of the CPU kernel products, with the machine's rates measured in the same run.
+
+The GPU model (bench/roofline.py) takes the largest single limit, because tensor cores, the
+special-function unit and memory work concurrently. On a CPU the distance products, the value
+products and the vectorised exp polynomial all issue to the same FMA pipes, so their times
+add; only memory traffic overlaps with them. For X (n, d), Z (m, d), V (m, c):
+
+    forward   floor = max(2 n m (d + c) / gemm(d) + n m / exp,  bytes / bandwidth)
+    gradient  floor = max(2 n m (3 d + c) / gemm(d) + n m / exp, bytes / bandwidth)
+
+The gradient needs three n x m x d products (the distances, q @ Z and q^T @ X), so at large d
+its floor is three times the forward's: "within 2x of the forward" cannot hold there.
+
+Rates, all measured with the current torch thread count:
+
+- ``gemm(d)``: torch.mm (the BLAS torch links) at the shape of the kernel's work per thread
+  (rows x 512 columns x d, rows = 256 per thread), float32 and float64; at small d such a
+  product is bound by memory, not by the FMA pipes, so the floor uses the larger of gemm(d)
+  and gemm(256) (what the pipes allow, not what one algorithm gets);
+- ``exp``: torch.exp on an L2-resident buffer (256 KiB per thread, no memory traffic), and
+  sqrt followed by exp for the Laplacian / Matern kernels;
+- ``bandwidth``: read + write bytes/s of a 256 MiB copy.
+
+    python bench/roofline_cpu.py            # print the rates (about 5 s)
+"""
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import time
+
+import torch
+
+__all__ = ["measure_rates", "floor_time", "gemm_rate"]
+
+_SQRT_KERNELS = ("laplacian", "matern32", "matern52")
+
+
+def _median_time(fn, repeats: int = 7) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def _gemm(rows: int, cols: int, d: int, dtype) -> float:
+    a = torch.randn(rows, d, dtype=dtype)
+    b = torch.randn(cols, d, dtype=dtype)
+    out = torch.empty(rows, cols, dtype=dtype)
+    reps = max(1, int(2e8 / (rows * cols * max(d, 8))))  # about 0.2 GFLOP per timing
+
+    def run():
+        for _ in range(reps):
+            torch.mm(a, b.T, out=out)
+
+    return 2.0 * rows * cols * d * reps / _median_time(run, repeats=5)
+
+
+def gemm_rate(rates: dict, d: int, dtype=torch.float32) -> float:
+    """FLOP/s of the tile-shaped product at ``d`` (measured on demand, cached in ``rates``)."""
+    key = f"gemm_{'fp64' if dtype == torch.float64 else 'fp32'}_d{d}"
+    if key not in rates:
+        rows = 256 * torch.get_num_threads()
+        rates[key] = _gemm(rows, 512, d, dtype)
+    return rates[key]
+
+
+def _special_rate(dtype, with_sqrt: bool) -> float:
+    size = 65536 * torch.get_num_threads() // (2 if dtype == torch.float64 else 1)
+    x = torch.rand(size, dtype=dtype)
+    y = torch.empty_like(x)
+    reps = 200
+
+    def run():
+        for _ in range(reps):
+            if with_sqrt:
+                torch.sqrt(x, out=y)
+                torch.exp(y, out=y)
+            else:
+                torch.exp(x, out=y)
+
+    return size * reps / _median_time(run, repeats=5)
+
+
+def _bandwidth(nbytes: int = 2**28) -> float:
+    src = torch.ones(nbytes // 4)
+    dst = torch.empty_like(src)
+    return 2.0 * nbytes / _median_time(lambda: dst.copy_(src), repeats=5)
+
+
+def measure_rates(ds=()) -> dict:
+    """The machine's rates (see the module docstring); ``ds``: gemm rates to measure now."""
+    rates = dict(threads=torch.get_num_threads(), load_avg=list(os.getloadavg()),
+                 exp_fp32=_special_rate(torch.float32, False),
+                 sqrt_exp_fp32=_special_rate(torch.float32, True),
+                 exp_fp64=_special_rate(torch.float64, False),
+                 sqrt_exp_fp64=_special_rate(torch.float64, True),
+                 copy_bytes=_bandwidth())
+    for d in ds:
+        gemm_rate(rates, d, torch.float32)
+    return rates
+
+
+def floor_time(rates: dict, *, n: int, m: int, d: int, c: int, op: str = "kmv",
+               kernel: str = "gaussian", dtype=torch.float32) -> dict:
+    """The floor of one product: ``floor_s``, its parts and which one bounds it.
+
+    ``op`` is "kmv" or "kmv_grad_xz"; the bf16 / tf32 modes are charged at the fp32 rate
+    (their measured rate is reported separately by the benchmark).
+    """
+    pairs = float(n) * float(m)
+    tag = "fp64" if dtype == torch.float64 else "fp32"
+    size = 8 if dtype == torch.float64 else 4
+    flops = max(gemm_rate(rates, d, dtype), gemm_rate(rates, 256, dtype))
+    special = rates[("sqrt_exp_" if kernel in _SQRT_KERNELS else "exp_") + tag]
+    matrix_products = 3 if op == "kmv_grad_xz" else 1
+    compute = 2.0 * pairs * (matrix_products * d + c) / flops + pairs / special
+    nbytes = size * (n * d + m * d + m * c + 2 * n * c)
+    if op == "kmv_grad_xz":
+        nbytes += size * 2 * (n * d + m * d)
+    memory = nbytes / rates["copy_bytes"]
+    return dict(floor_s=max(compute, memory), floor_bound="compute" if compute >= memory else "memory",
+                floor_compute_s=compute, floor_memory_s=memory, gemm_flops=flops)
+
+
+if __name__ == "__main__":
+    print(json.dumps(measure_rates(ds=(3, 64, 784, 2048)), indent=1))

@@ -1,0 +1,138 @@
+"""When "auto" prefers the native CPU kernels over the torch reference: a rule measured here.
+
+Which backend is faster depends on the machine, not on kops: the native kernels run at the
+FMA rate of the widest vector ISA they find (AVX-512, AVX2 or portable), the torch reference
+at the rate of the BLAS torch links, which on some CPUs uses narrower vectors than the CPU has
+(MKL on AMD) and on others is the faster of the two at large d. So the rule is measured once
+per machine, ISA, thread count and torch version by a short calibration (both backends on a
+768 x 768 problem at d = 16, 256 and 1024, forward and gradient, about half a second), cached
+as JSON, and interpolated in log d.
+
+``KOPS_CPU_NATIVE`` overrides it: "always", "never", or "measure" (the default). The cache
+lives in ``$KOPS_CACHE_DIR`` (default ``~/.cache/kops``); delete the file to measure again.
+Small problems (under 2^16 pairs) and the tf32 / bf16 modes (emulated the same way by both
+backends, fused only by the native one) always go native; kernel_matrix too (it writes K,
+bound by memory either way).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+__all__ = ["native_preferred", "decide", "calibrate", "CALIBRATION_D"]
+
+CALIBRATION_D = (16, 256, 1024)
+_N = 768
+_SMALL_PAIRS = 1 << 16
+_cached: dict | None = None
+
+
+def _key() -> str:
+    isa = str(torch.ops.kops._cpu_isa())
+    return f"{isa}-t{torch.get_num_threads()}-torch{torch.__version__}"
+
+
+def _cache_file() -> Path:
+    root = Path(os.environ.get("KOPS_CACHE_DIR", Path.home() / ".cache" / "kops"))
+    return root / f"cpu_crossover-{_key()}.json"
+
+
+def _median_time(fn, repeats: int = 3) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def calibrate() -> dict:
+    """Measure the ratio torch time / native time per op at each d of CALIBRATION_D.
+
+    Returns ``{"kmv": {d: ratio}, "kmv_grad_xz": {d: ratio}, "key": ...}`` (d as strings).
+    """
+    from ..kernels import resolve_kernel
+    from .torch_reference import TorchBackend
+
+    reference = TorchBackend()
+    gen = torch.Generator().manual_seed(0)
+    ratios: dict = {"kmv": {}, "kmv_grad_xz": {}, "key": _key()}
+    for d in CALIBRATION_D:
+        x = torch.randn(_N, d, generator=gen)
+        z = torch.randn(_N, d, generator=gen)
+        v = torch.randn(_N, 1, generator=gen)
+        g = torch.randn(_N, 1, generator=gen)
+        bw = math.sqrt(d)
+        kernel = resolve_kernel("gaussian", bw)
+        out = torch.zeros(_N, 1)
+        t_ref = _median_time(lambda: reference.kmv(x, z, v, kernel, "ieee", out, 1.0))
+        t_nat = _median_time(lambda: torch.ops.kops._cpu_kmv_accumulate(out, x, z, v, "gaussian", bw, 1.0, "ieee"))
+        ratios["kmv"][str(d)] = t_ref / t_nat
+        t_ref = _median_time(lambda: reference.kmv_grad_xz(x, z, v, g, kernel, "ieee"))
+        t_nat = _median_time(lambda: torch.ops.kops._cpu_kmv_grad_xz(x, z, v, g, "gaussian", bw, "ieee"))
+        ratios["kmv_grad_xz"][str(d)] = t_ref / t_nat
+    return ratios
+
+
+def measured() -> dict:
+    """The calibration of this machine: from the cache file, else measured now and cached."""
+    global _cached
+    if _cached is not None and _cached.get("key") == _key():
+        return _cached
+    path = _cache_file()
+    try:
+        data = json.loads(path.read_text())
+        if data.get("key") == _key():
+            _cached = data
+            return data
+    except (OSError, ValueError):
+        pass
+    data = calibrate()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(data, indent=1) + "\n")
+    except OSError:
+        pass  # a read-only home: measure again next process
+    _cached = data
+    return data
+
+
+def interpolated_ratio(ratios: dict, d: int) -> float:
+    """torch time / native time at ``d``: linear in log d between measured points, flat outside."""
+    points = sorted((int(k), float(r)) for k, r in ratios.items())
+    if d <= points[0][0]:
+        return points[0][1]
+    for (d0, r0), (d1, r1) in zip(points, points[1:]):
+        if d <= d1:
+            w = (math.log(d) - math.log(d0)) / (math.log(d1) - math.log(d0))
+            return r0 + w * (r1 - r0)
+    return points[-1][1]
+
+
+def decide(case, ratios: dict | None) -> bool:
+    """The rule, given the calibration ``ratios`` (None: not measurable, prefer native)."""
+    if case.op == "kernel_matrix" or case.precision != "ieee" or case.n * case.m < _SMALL_PAIRS:
+        return True
+    if ratios is None or case.op not in ratios:
+        return True
+    return interpolated_ratio(ratios[case.op], case.d) >= 1.0
+
+
+def native_preferred(case) -> bool:
+    """Whether "auto" should run ``case`` (fields op, device, dtype, n, m, d, c, kernel,
+    precision; already known to be supported) on the native CPU kernels."""
+    mode = os.environ.get("KOPS_CPU_NATIVE", "measure").lower()
+    if mode == "always":
+        return True
+    if mode == "never":
+        return False
+    if case.op == "kernel_matrix" or case.precision != "ieee" or case.n * case.m < _SMALL_PAIRS:
+        return True
+    return decide(case, measured())
