@@ -5,8 +5,9 @@ FMA rate of the widest vector ISA they find (AVX-512, AVX2 or portable), the tor
 at the rate of the BLAS torch links, which on some CPUs uses narrower vectors than the CPU has
 (MKL on AMD) and on others is the faster of the two at large d. So the rule is measured once
 per machine, ISA, thread count and torch version by a short calibration (both backends on a
-768 x 768 problem at d = 16, 256 and 1024, forward and gradient, about half a second), cached
-as JSON, and interpolated in log d.
+768 x 768 problem at d = 16, 256 and 1024, forward and gradient, the fastest of 5 alternated
+calls each; 9 s on our 2-core machine at load average 4), cached as JSON, and interpolated in
+log d. float64 cases use the float32 measurement.
 
 ``KOPS_CPU_NATIVE`` overrides it: "always", "never", or "measure" (the default). The cache
 lives in ``$KOPS_CACHE_DIR`` (default ``~/.cache/kops``); delete the file to measure again.
@@ -19,7 +20,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import statistics
 import time
 from pathlib import Path
 
@@ -43,14 +43,19 @@ def _cache_file() -> Path:
     return root / f"cpu_crossover-{_key()}.json"
 
 
-def _median_time(fn, repeats: int = 3) -> float:
-    fn()
-    times = []
+def _ratio(reference, native, repeats: int = 5) -> float:
+    """torch time / native time: calls alternated, the fastest of each, so that load from
+    other processes (which only ever adds time) biases neither side."""
+    reference(), native()
+    best_ref = best_nat = math.inf
     for _ in range(repeats):
         t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        reference()
+        t1 = time.perf_counter()
+        native()
+        t2 = time.perf_counter()
+        best_ref, best_nat = min(best_ref, t1 - t0), min(best_nat, t2 - t1)
+    return best_ref / best_nat
 
 
 def calibrate() -> dict:
@@ -72,12 +77,12 @@ def calibrate() -> dict:
         bw = math.sqrt(d)
         kernel = resolve_kernel("gaussian", bw)
         out = torch.zeros(_N, 1)
-        t_ref = _median_time(lambda: reference.kmv(x, z, v, kernel, "ieee", out, 1.0))
-        t_nat = _median_time(lambda: torch.ops.kops._cpu_kmv_accumulate(out, x, z, v, "gaussian", bw, 1.0, "ieee"))
-        ratios["kmv"][str(d)] = t_ref / t_nat
-        t_ref = _median_time(lambda: reference.kmv_grad_xz(x, z, v, g, kernel, "ieee"))
-        t_nat = _median_time(lambda: torch.ops.kops._cpu_kmv_grad_xz(x, z, v, g, "gaussian", bw, "ieee"))
-        ratios["kmv_grad_xz"][str(d)] = t_ref / t_nat
+        ratios["kmv"][str(d)] = _ratio(
+            lambda: reference.kmv(x, z, v, kernel, "ieee", out, 1.0),
+            lambda: torch.ops.kops._cpu_kmv_accumulate(out, x, z, v, "gaussian", bw, 1.0, "ieee"))
+        ratios["kmv_grad_xz"][str(d)] = _ratio(
+            lambda: reference.kmv_grad_xz(x, z, v, g, kernel, "ieee"),
+            lambda: torch.ops.kops._cpu_kmv_grad_xz(x, z, v, g, "gaussian", bw, "ieee"))
     return ratios
 
 
