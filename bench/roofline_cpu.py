@@ -17,8 +17,13 @@ Rates, all measured with the current torch thread count:
   (rows x 512 columns x d, rows = 256 per thread), float32 and float64; at small d such a
   product is bound by memory, not by the FMA pipes, so the floor uses the larger of gemm(d)
   and gemm(256) (what the pipes allow, not what one algorithm gets);
-- ``exp``: torch.exp on an L2-resident buffer (256 KiB per thread, no memory traffic), and
-  sqrt followed by exp for the Laplacian / Matern kernels;
+- ``fma``: the FMA pipes' peak for the widest ISA of the native kernels (twelve independent
+  FMA chains per thread, ``torch.ops.kops._cpu_fma_rate``): the BLAS may use narrower vectors
+  than the CPU has (MKL on AMD runs its AVX2 code), so the floor's matrix rate is the larger
+  of gemm and fma;
+- ``exp``: the faster of torch.exp and the native kernels' vector exp
+  (``torch.ops.kops._cpu_exp_neg``) on an L2-resident buffer (256 KiB per thread, no memory
+  traffic), and sqrt followed by torch.exp for the Laplacian / Matern kernels;
 - ``bandwidth``: read + write bytes/s of a 256 MiB copy.
 
     python bench/roofline_cpu.py            # print the rates (about 5 s)
@@ -31,6 +36,11 @@ import statistics
 import time
 
 import torch
+
+try:
+    import kops  # noqa: F401 - registers the native ops whose rates are measured
+except ImportError:  # the roofline still measures torch's rates
+    pass
 
 __all__ = ["measure_rates", "floor_time", "gemm_rate"]
 
@@ -86,6 +96,20 @@ def _special_rate(dtype, with_sqrt: bool) -> float:
     return size * reps / _median_time(run, repeats=5)
 
 
+def _native_exp_rate(dtype) -> float | None:
+    if not hasattr(torch.ops.kops, "_cpu_exp_neg"):
+        return None
+    size = 65536 * torch.get_num_threads() // (2 if dtype == torch.float64 else 1)
+    x = torch.rand(size, dtype=dtype)
+    reps = 200
+
+    def run():
+        for _ in range(reps):
+            torch.ops.kops._cpu_exp_neg(x)
+
+    return size * reps / _median_time(run, repeats=5)
+
+
 def _bandwidth(nbytes: int = 2**28) -> float:
     src = torch.ones(nbytes // 4)
     dst = torch.empty_like(src)
@@ -100,6 +124,14 @@ def measure_rates(ds=()) -> dict:
                  exp_fp64=_special_rate(torch.float64, False),
                  sqrt_exp_fp64=_special_rate(torch.float64, True),
                  copy_bytes=_bandwidth())
+    for dtype, tag in ((torch.float32, "fp32"), (torch.float64, "fp64")):
+        native = _native_exp_rate(dtype)
+        rates[f"exp_native_{tag}"] = native
+        rates[f"exp_{tag}"] = max(rates[f"exp_{tag}"], native or 0.0)
+    if hasattr(torch.ops.kops, "_cpu_fma_rate"):
+        rates["fma_isa"] = str(torch.ops.kops._cpu_isa())
+        rates["fma_fp32"] = max(torch.ops.kops._cpu_fma_rate(False, 20_000_000) for _ in range(3))
+        rates["fma_fp64"] = max(torch.ops.kops._cpu_fma_rate(True, 20_000_000) for _ in range(3))
     for d in ds:
         gemm_rate(rates, d, torch.float32)
     return rates
@@ -115,7 +147,7 @@ def floor_time(rates: dict, *, n: int, m: int, d: int, c: int, op: str = "kmv",
     pairs = float(n) * float(m)
     tag = "fp64" if dtype == torch.float64 else "fp32"
     size = 8 if dtype == torch.float64 else 4
-    flops = max(gemm_rate(rates, d, dtype), gemm_rate(rates, 256, dtype))
+    flops = max(gemm_rate(rates, d, dtype), gemm_rate(rates, 256, dtype), rates.get(f"fma_{tag}", 0.0))
     special = rates[("sqrt_exp_" if kernel in _SQRT_KERNELS else "exp_") + tag]
     matrix_products = 3 if op == "kmv_grad_xz" else 1
     compute = 2.0 * pairs * (matrix_products * d + c) / flops + pairs / special
