@@ -344,6 +344,8 @@ void kernel_tile(const TileArgs<T>& a, int64_t g0, int64_t g1, int64_t p0, int64
   }
 }
 
+#include "kmv_grad_products.h"
+
 // out[i] = exp(-in[i]) by the vector exp of the tile kernels (its accuracy test and the
 // benchmark's exp rate); a partial last vector goes through a padded copy.
 template <typename T>
@@ -392,7 +394,9 @@ inline const IsaTable* make_table(const char* name) {
                                  &exp_neg_array<double>,
                                  &fma_chains<float>,
                                  &fma_chains<double>,
-                                 Ops<float>::W};
+                                 Ops<float>::W,
+                                 &grad_products<float>,
+                                 &grad_products<double>};
   return &table;
 }
 

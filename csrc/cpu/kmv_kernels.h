@@ -71,6 +71,13 @@ struct IsaTable {
   float (*fma_chains_f32)(int64_t reps);
   double (*fma_chains_f64)(int64_t reps);
   int width_f32;  // floats per vector
+  //   grad_products: gx -= q @ zs and gz -= q^T @ xs for one tile (kmv_grad_products.h);
+  //   row-major xs, zs, gx, gz with dp (d padded to the vector width) columns.
+  void (*grad_products_f32)(const float* q, int64_t ldq, int64_t rows, int64_t cols,
+                            const float* xs, const float* zs, int64_t dp, float* gx, float* gz);
+  void (*grad_products_f64)(const double* q, int64_t ldq, int64_t rows, int64_t cols,
+                            const double* xs, const double* zs, int64_t dp, double* gx,
+                            double* gz);
 };
 
 // Defined in kmv_portable.cpp (always), kmv_avx2.cpp and kmv_avx512.cpp (x86-64 builds with

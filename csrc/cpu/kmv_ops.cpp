@@ -363,8 +363,9 @@ void cpu_kmv_accumulate(at::Tensor out, const at::Tensor& x, const at::Tensor& z
 
 // Gradients of <grad_out, K(x, z) v>: with q_ij = f'(u_ij) <g_i, v_j>,
 //   gx = 2 scale (rowsum(q) xs - q zs),  gz = 2 scale (colsum(q) zs - q^T xs).
-// q is formed one block x tile at a time by the tile kernels; the two products with it run
-// through ATen (BLAS) on the tile. gx rows belong to one task (unless Z is split for lack
+// q is formed one block x tile at a time by the tile kernels, and the two products with it
+// by the ISA's product microkernel on the same tile (grad_products), on copies of xs and zs
+// with d padded to the vector width. gx rows belong to one task (unless Z is split for lack
 // of row blocks: then gx is summed per worker too); gz is summed per worker.
 template <typename T>
 std::tuple<at::Tensor, at::Tensor> kmv_grad_impl(const at::Tensor& x, const at::Tensor& z,
@@ -372,11 +373,17 @@ std::tuple<at::Tensor, at::Tensor> kmv_grad_impl(const at::Tensor& x, const at::
                                                  const KernelInfo& k, int rounding) {
   const IsaTable* table = isa();
   const int nr = sizeof(T) == 4 ? table->nr_f32 : table->nr_f64;
+  const int64_t width = sizeof(T) == 4 ? table->width_f32 : table->width_f32 / 2;
   const int64_t n = x.size(0), m = z.size(0), d = x.size(1), c = v.size(1);
   // precision modes: as the reference, only the scaled x and z are rounded here
   const Prepared p = prepare<T>(x, z, v, k.scale, nr, true, rounding, false);
   const at::Tensor g = pad_rows(grad_out, p.groups * kMR);
-  const at::Tensor zs_pad = pad_rows(p.zs, p.panels * nr);
+  const int64_t dp = ceil_div(d, width) * width;
+  const int64_t n_pad = p.groups * kMR, m_pad = p.panels * nr;
+  const auto opts = x.options();
+  at::Tensor xs_pad = at::zeros({n_pad, dp}, opts), zs_pad = at::zeros({m_pad, dp}, opts);
+  xs_pad.narrow(0, 0, n).narrow(1, 0, d).copy_(p.xs);
+  zs_pad.narrow(0, 0, m).narrow(1, 0, d).copy_(p.zs);
   TileArgs<T> a = tile_args<T>(p, k.id, n, m, d, c);
   a.g = g.data_ptr<T>();
   a.noise_floor = !k.smooth_at_zero;
@@ -386,9 +393,11 @@ std::tuple<at::Tensor, at::Tensor> kmv_grad_impl(const at::Tensor& x, const at::
                                 : reinterpret_cast<void*>(table->grad_tile_f64);
   auto grad_tile = reinterpret_cast<void (*)(const TileArgs<T>&, int64_t, int64_t, int64_t,
                                              int64_t, T*, int64_t)>(tile_fn);
+  auto prod_fn = sizeof(T) == 4 ? reinterpret_cast<void*>(table->grad_products_f32)
+                                : reinterpret_cast<void*>(table->grad_products_f64);
+  auto grad_products = reinterpret_cast<void (*)(const T*, int64_t, int64_t, int64_t, const T*,
+                                                 const T*, int64_t, T*, T*)>(prod_fn);
 
-  const auto opts = x.options();
-  at::Tensor gx = at::zeros({n, d}, opts);
   const int64_t blocks = ceil_div(p.groups, kGradBlockGroups);
   // Too few row blocks to feed every thread: split Z as well, with per-worker gx sums.
   const int64_t threads = at::get_num_threads();
@@ -398,17 +407,21 @@ std::tuple<at::Tensor, at::Tensor> kmv_grad_impl(const at::Tensor& x, const at::
     splits = std::max<int64_t>(1, std::min<int64_t>(ceil_div(2 * threads, blocks), tiles));
   const int64_t ntasks = blocks * splits;
   const int64_t workers = std::max<int64_t>(1, std::min<int64_t>(threads, ntasks));
-  // per-worker sums for gz (m_pad x d) and colsum(q) (m_pad), and for gx when Z is split
-  at::Tensor gz_parts = at::zeros({workers, p.panels * nr, d}, opts);
-  at::Tensor cs_parts = at::zeros({workers, p.panels * nr}, opts);
-  at::Tensor gx_parts = splits > 1 ? at::zeros({workers, n, d}, opts) : at::Tensor();
+  // per-worker sums: gz (m_pad x dp), colsum(q) (m_pad), gx (n_pad x dp) when Z is split
+  at::Tensor gz_parts = at::zeros({workers, m_pad, dp}, opts);
+  at::Tensor cs_parts = at::zeros({workers, m_pad}, opts);
+  at::Tensor gx_parts = at::zeros({splits > 1 ? workers : 1, n_pad, dp}, opts);
+  at::Tensor rs_all = at::zeros({splits > 1 ? workers : 1, n_pad}, opts);
   const int64_t ldq = tile_panels * nr;
+  const T* xs_ptr = xs_pad.data_ptr<T>();
+  const T* zs_ptr = zs_pad.data_ptr<T>();
 
   run_tasks(ntasks, [&](int64_t w, std::atomic<int64_t>& next) {
     at::Tensor q = at::empty({kGradBlockGroups * kMR, ldq}, opts);
-    at::Tensor rs = at::empty({kGradBlockGroups * kMR}, opts);
-    at::Tensor gz_w = gz_parts[w], cs_w = cs_parts[w];
-    at::Tensor gx_w = splits > 1 ? gx_parts[w] : gx;
+    const int64_t part = splits > 1 ? w : 0;
+    T* gx_w = gx_parts[part].data_ptr<T>();
+    T* gz_w = gz_parts[w].data_ptr<T>();
+    at::Tensor cs_w = cs_parts[w], rs_w = rs_all[part];
     for (int64_t t = next++; t < ntasks; t = next++) {
       const int64_t b = t / splits, s = t % splits;
       const int64_t g0 = b * kGradBlockGroups, g1 = std::min(g0 + kGradBlockGroups, p.groups);
@@ -416,9 +429,7 @@ std::tuple<at::Tensor, at::Tensor> kmv_grad_impl(const at::Tensor& x, const at::
       const int64_t p_lo = std::min(p.panels, (tiles * s / splits) * tile_panels);
       const int64_t p_hi = std::min(p.panels, (tiles * (s + 1) / splits) * tile_panels);
       if (p_lo >= p_hi) continue;
-      const at::Tensor xs_b = p.xs.narrow(0, r0, rows);
-      at::Tensor gx_b = gx_w.narrow(0, r0, rows);
-      at::Tensor rs_b = rs.narrow(0, 0, rows).zero_();
+      at::Tensor rs_b = rs_w.narrow(0, r0, rows);
       for (int64_t t0 = p_lo; t0 < p_hi; t0 += tile_panels) {
         const int64_t t1 = std::min(t0 + tile_panels, p_hi);
         const int64_t j0 = t0 * nr, cols = (t1 - t0) * nr;
@@ -426,19 +437,19 @@ std::tuple<at::Tensor, at::Tensor> kmv_grad_impl(const at::Tensor& x, const at::
         const at::Tensor qb = q.narrow(0, 0, rows).narrow(1, 0, cols);
         rs_b.add_(qb.sum(1));
         cs_w.narrow(0, j0, cols).add_(qb.sum(0));
-        gx_b.addmm_(qb, zs_pad.narrow(0, j0, cols), 1, -1);
-        gz_w.narrow(0, j0, cols).addmm_(qb.t(), xs_b, 1, -1);
+        grad_products(q.data_ptr<T>(), ldq, rows, cols, xs_ptr + r0 * dp, zs_ptr + j0 * dp, dp,
+                      gx_w + r0 * dp, gz_w + j0 * dp);
       }
-      gx_b.addcmul_(rs_b.unsqueeze(1), xs_b);
     }
   });
   const double factor = 2.0 * k.scale;
-  if (splits > 1) gx = gx_parts.sum(0);
+  at::Tensor gx = gx_parts.sum(0).narrow(0, 0, n).narrow(1, 0, d);
+  gx.addcmul_(rs_all.sum(0).narrow(0, 0, n).unsqueeze(1), p.xs);
   gx.mul_(factor);
-  at::Tensor gz = gz_parts.sum(0).narrow(0, 0, m);
+  at::Tensor gz = gz_parts.sum(0).narrow(0, 0, m).narrow(1, 0, d);
   gz.addcmul_(cs_parts.sum(0).narrow(0, 0, m).unsqueeze(1), p.zs);
   gz.mul_(factor);
-  return {gx, gz.contiguous()};
+  return {gx.contiguous(), gz.contiguous()};
 }
 
 std::tuple<at::Tensor, at::Tensor> cpu_kmv_grad_xz(const at::Tensor& x, const at::Tensor& z,
