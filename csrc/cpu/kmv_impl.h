@@ -292,7 +292,7 @@ void kmv_rows(const TileArgs<T>& a, int64_t g0, int64_t g1, int64_t p0, int64_t 
 // finished in place: noise floor (non-smooth kernels), derivative, product with <g_i, v_j>.
 template <typename T, int KERN>
 void grad_tile_k(const TileArgs<T>& a, int64_t g0, int64_t g1, int64_t p0, int64_t p1, T* q,
-                 int64_t ldq) {
+                 int64_t ldq, T* rs, T* cs) {
   using O = Ops<T>;
   using V = typename O::V;
   constexpr int W = O::W;
@@ -307,6 +307,7 @@ void grad_tile_k(const TileArgs<T>& a, int64_t g0, int64_t g1, int64_t p0, int64
     T* qi = q + i * ldq;
     const T* gi = a.g + (r0 + i) * a.c;
     const V xni = O::set1(a.direct || !a.noise_floor ? T(0) : a.xn[r0 + i]);
+    V rsum = O::zero();
     for (int64_t j = 0; j < cols; j += W) {
       V u = O::load(qi + j);
       if (a.noise_floor && !a.direct) {
@@ -317,19 +318,24 @@ void grad_tile_k(const TileArgs<T>& a, int64_t g0, int64_t g1, int64_t p0, int64
       V gv = O::zero();
       for (int64_t l = 0; l < a.c; ++l)
         gv = O::fmadd(O::set1(gi[l]), O::load(a.vt + l * a.m_pad + col0 + j), gv);
-      O::store(qi + j, O::mul(Profile<T, KERN>::derivative(u), gv));
+      const V qv = O::mul(Profile<T, KERN>::derivative(u), gv);
+      O::store(qi + j, qv);
+      // row and column sums while q is in registers (saves two passes over the tile)
+      rsum = O::add(rsum, qv);
+      O::store(cs + j, O::add(O::load(cs + j), qv));
     }
+    rs[i] += O::hsum(rsum);
   }
 }
 
 template <typename T>
 void grad_tile(const TileArgs<T>& a, int64_t g0, int64_t g1, int64_t p0, int64_t p1, T* q,
-               int64_t ldq) {
+               int64_t ldq, T* rs, T* cs) {
   switch (a.kernel) {
-    case kGaussian: return grad_tile_k<T, kGaussian>(a, g0, g1, p0, p1, q, ldq);
-    case kLaplacian: return grad_tile_k<T, kLaplacian>(a, g0, g1, p0, p1, q, ldq);
-    case kMatern32: return grad_tile_k<T, kMatern32>(a, g0, g1, p0, p1, q, ldq);
-    default: return grad_tile_k<T, kMatern52>(a, g0, g1, p0, p1, q, ldq);
+    case kGaussian: return grad_tile_k<T, kGaussian>(a, g0, g1, p0, p1, q, ldq, rs, cs);
+    case kLaplacian: return grad_tile_k<T, kLaplacian>(a, g0, g1, p0, p1, q, ldq, rs, cs);
+    case kMatern32: return grad_tile_k<T, kMatern32>(a, g0, g1, p0, p1, q, ldq, rs, cs);
+    default: return grad_tile_k<T, kMatern52>(a, g0, g1, p0, p1, q, ldq, rs, cs);
   }
 }
 

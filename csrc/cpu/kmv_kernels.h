@@ -46,7 +46,8 @@ struct TileArgs {
 //   kmv_rows: acc ((g1-g0)*kMR x c, row-major) += K(rows, panels) @ V(panels).
 //             work: at least (g1-g0)*kMR * tile_panels*NR elements.
 //   grad_tile: q (rows x panels, leading dimension ldq) = f'(u_ij) <g_i, v_j> for one tile
-//             (p1 - p0 <= tile_panels), with the same-points diagonal and noise floor applied.
+//             (p1 - p0 <= tile_panels), with the same-points diagonal and noise floor applied;
+//             rs[i] += sum_j q_ij, cs[j] += sum_i q_ij (i, j from the tile's first row, column).
 struct IsaTable {
   const char* name;
   int nr_f32;
@@ -56,9 +57,10 @@ struct IsaTable {
   void (*kmv_rows_f64)(const TileArgs<double>&, int64_t g0, int64_t g1, int64_t p0, int64_t p1,
                        double* acc, double* work);
   void (*grad_tile_f32)(const TileArgs<float>&, int64_t g0, int64_t g1, int64_t p0, int64_t p1,
-                        float* q, int64_t ldq);
+                        float* q, int64_t ldq, float* rs, float* cs);
   void (*grad_tile_f64)(const TileArgs<double>&, int64_t g0, int64_t g1, int64_t p0, int64_t p1,
-                        double* q, int64_t ldq);
+                        double* q, int64_t ldq, double* rs,
+                        double* cs);
   //   kernel_tile: dst (rows x panels, leading dimension ldd) = K for one tile.
   void (*kernel_tile_f32)(const TileArgs<float>&, int64_t g0, int64_t g1, int64_t p0, int64_t p1,
                           float* dst, int64_t ldd);

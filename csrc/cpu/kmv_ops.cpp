@@ -392,7 +392,7 @@ std::tuple<at::Tensor, at::Tensor> kmv_grad_impl(const at::Tensor& x, const at::
   auto tile_fn = sizeof(T) == 4 ? reinterpret_cast<void*>(table->grad_tile_f32)
                                 : reinterpret_cast<void*>(table->grad_tile_f64);
   auto grad_tile = reinterpret_cast<void (*)(const TileArgs<T>&, int64_t, int64_t, int64_t,
-                                             int64_t, T*, int64_t)>(tile_fn);
+                                             int64_t, T*, int64_t, T*, T*)>(tile_fn);
   auto prod_fn = sizeof(T) == 4 ? reinterpret_cast<void*>(table->grad_products_f32)
                                 : reinterpret_cast<void*>(table->grad_products_f64);
   auto grad_products = reinterpret_cast<void (*)(const T*, int64_t, int64_t, int64_t, const T*,
@@ -421,7 +421,8 @@ std::tuple<at::Tensor, at::Tensor> kmv_grad_impl(const at::Tensor& x, const at::
     const int64_t part = splits > 1 ? w : 0;
     T* gx_w = gx_parts[part].data_ptr<T>();
     T* gz_w = gz_parts[w].data_ptr<T>();
-    at::Tensor cs_w = cs_parts[w], rs_w = rs_all[part];
+    T* cs_w = cs_parts[w].data_ptr<T>();
+    T* rs_w = rs_all[part].data_ptr<T>();
     for (int64_t t = next++; t < ntasks; t = next++) {
       const int64_t b = t / splits, s = t % splits;
       const int64_t g0 = b * kGradBlockGroups, g1 = std::min(g0 + kGradBlockGroups, p.groups);
@@ -429,14 +430,10 @@ std::tuple<at::Tensor, at::Tensor> kmv_grad_impl(const at::Tensor& x, const at::
       const int64_t p_lo = std::min(p.panels, (tiles * s / splits) * tile_panels);
       const int64_t p_hi = std::min(p.panels, (tiles * (s + 1) / splits) * tile_panels);
       if (p_lo >= p_hi) continue;
-      at::Tensor rs_b = rs_w.narrow(0, r0, rows);
       for (int64_t t0 = p_lo; t0 < p_hi; t0 += tile_panels) {
         const int64_t t1 = std::min(t0 + tile_panels, p_hi);
         const int64_t j0 = t0 * nr, cols = (t1 - t0) * nr;
-        grad_tile(a, g0, g1, t0, t1, q.data_ptr<T>(), ldq);
-        const at::Tensor qb = q.narrow(0, 0, rows).narrow(1, 0, cols);
-        rs_b.add_(qb.sum(1));
-        cs_w.narrow(0, j0, cols).add_(qb.sum(0));
+        grad_tile(a, g0, g1, t0, t1, q.data_ptr<T>(), ldq, rs_w + r0, cs_w + j0);
         grad_products(q.data_ptr<T>(), ldq, rows, cols, xs_ptr + r0 * dp, zs_ptr + j0 * dp, dp,
                       gx_w + r0 * dp, gz_w + j0 * dp);
       }
