@@ -385,3 +385,26 @@ def test_kernel_matrix(n, m, d, dtype, generator):
     kt = kops.kernel_matrix(x, z, "gaussian", bw, precision="bf16", backend="cpu")
     torch.testing.assert_close(kt, kops.kernel_matrix(x, z, "gaussian", bw, precision="bf16", backend="torch"),
                                rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("n,m,d,c", [(1, 97, 5, 1), (97, 1025, 59, 3), (1025, 130, 784, 2), (13, 70, 2048, 1)])
+def test_bf16_mode_in_hardware_matches_its_emulation(n, m, d, c, monkeypatch, generator):
+    # AVX512-BF16 products (bf16 operands, float32 sums) against the emulation (rounded
+    # operands, float32 FMAs): the same rounded numbers, summed in another order
+    monkeypatch.delenv("KOPS_CPU_ISA", raising=False)
+    if torch.ops.kops._cpu_bf16_path() != "avx512_bf16":
+        pytest.skip("no AVX512-BF16 kernels on this CPU / build")
+    x, z, v, bw = random_problem(n, m, d, c, generator=generator)
+    for kernel in KERNELS:
+        hardware = kops.kmv(x, z, v, kernel, bw, precision="bf16", backend="cpu")
+        monkeypatch.setenv("KOPS_CPU_BF16", "emulate")
+        assert torch.ops.kops._cpu_bf16_path() == "emulated"
+        emulated = kops.kmv(x, z, v, kernel, bw, precision="bf16", backend="cpu")
+        monkeypatch.delenv("KOPS_CPU_BF16")
+        assert_kmv_close(hardware, x, z, v, kernel, bw, precision="bf16")
+        scale = reference_kernel_matrix(x, z, kernel, bw) @ v.double().abs()
+        diff = ((hardware.double() - emulated.double()).abs() / scale).max()
+        assert diff < 1e-4, f"{kernel}: hardware vs emulated bf16 differ by {diff:.2e}"
+    # x is z: the diagonal stays exact
+    k = kops.kmv(x, x, torch.eye(n)[:, :1].contiguous(), "gaussian", bw, precision="bf16", backend="cpu")
+    assert k[0, 0] == 1.0

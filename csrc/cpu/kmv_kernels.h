@@ -88,4 +88,15 @@ const IsaTable* portable_table();
 const IsaTable* avx2_table();
 const IsaTable* avx512_table();
 
+// The bf16 mode's forward pass on bf16 operands (kmv_avx512bf16.cpp, layouts there): the
+// table of the same build for everything else, and kmv_rows on the bf16 pair layouts xb, zb.
+struct Bf16Kernels {
+  const char* name;
+  const IsaTable* table;
+  void (*kmv_rows)(const TileArgs<float>&, const uint32_t* xb, const uint32_t* zb, int64_t g0,
+                   int64_t g1, int64_t p0, int64_t p1, float* acc, float* work);
+};
+// nullptr where the build or the compiler has no AVX512-BF16
+const Bf16Kernels* avx512bf16_kernels();
+
 }  // namespace kops_cpu

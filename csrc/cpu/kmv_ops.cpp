@@ -70,6 +70,45 @@ const IsaTable* isa() {
   return best;
 }
 
+// The AVX512-BF16 forward kernels of the bf16 mode, when the build has them, the CPU runs
+// them, the ISA in use is AVX-512 and KOPS_CPU_BF16 is not "emulate" (tests compare both).
+const Bf16Kernels* bf16_kernels() {
+  static const Bf16Kernels* kernels = [] {
+    const Bf16Kernels* k = avx512bf16_kernels();
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_cpu_init();
+    if (k != nullptr && cpu_has_avx512() && __builtin_cpu_supports("avx512bf16")) return k;
+#endif
+    return static_cast<const Bf16Kernels*>(nullptr);
+  }();
+  const char* env = std::getenv("KOPS_CPU_BF16");
+  if (kernels == nullptr || (env != nullptr && std::strcmp(env, "emulate") == 0)) return nullptr;
+  return std::strcmp(isa()->name, "avx512") == 0 ? kernels : nullptr;
+}
+
+// Float32 packed blocks (groups x d x w, kmv_kernels.h) as bf16 pairs (groups x dh x w words,
+// kmv_avx512bf16.cpp): the values are already rounded to bf16, so the high half of each
+// float is exact.
+at::Tensor pack_pairs(const at::Tensor& packed) {
+  const int64_t groups = packed.size(0), d = packed.size(1), w = packed.size(2), dh = (d + 1) / 2;
+  at::Tensor out = at::empty({groups, dh, w}, packed.options().dtype(at::kInt));
+  const uint32_t* src = reinterpret_cast<const uint32_t*>(packed.data_ptr<float>());
+  uint32_t* dst = reinterpret_cast<uint32_t*>(out.data_ptr<int32_t>());
+  at::parallel_for(0, groups, 16, [&](int64_t g0, int64_t g1) {
+    for (int64_t g = g0; g < g1; ++g) {
+      const uint32_t* s = src + g * d * w;
+      uint32_t* o = dst + g * dh * w;
+      for (int64_t p = 0; p < dh; ++p)
+        for (int64_t q = 0; q < w; ++q) {
+          const uint32_t lo = s[2 * p * w + q] >> 16;
+          const uint32_t hi = 2 * p + 1 < d ? s[(2 * p + 1) * w + q] >> 16 : 0u;
+          o[p * w + q] = lo | (hi << 16);
+        }
+    }
+  });
+  return out;
+}
+
 struct KernelInfo {
   int id;
   double scale;
@@ -286,7 +325,10 @@ void run_tasks(int64_t ntasks, const Body& body) {
 template <typename T>
 void kmv_accumulate_impl(at::Tensor& out, const at::Tensor& x, const at::Tensor& z,
                          const at::Tensor& v, const KernelInfo& k, double alpha, int rounding) {
-  const IsaTable* table = isa();
+  // bf16 mode in float32 with AVX512-BF16 (GEMM-trick d only): bf16 products in hardware
+  const Bf16Kernels* bf16 =
+      sizeof(T) == 4 && rounding == kBf16 && x.size(1) > kDirectMaxD ? bf16_kernels() : nullptr;
+  const IsaTable* table = bf16 != nullptr ? bf16->table : isa();
   const int nr = sizeof(T) == 4 ? table->nr_f32 : table->nr_f64;
   const int64_t n = x.size(0), m = z.size(0), d = x.size(1), c = v.size(1);
   // precision modes: the operands of both products (scaled x and z, K, V) are rounded
@@ -296,8 +338,18 @@ void kmv_accumulate_impl(at::Tensor& out, const at::Tensor& x, const at::Tensor&
   a.tile_panels = std::max<int64_t>(1, kTileBytes / static_cast<int64_t>(sizeof(T)) / nr);
   auto rows_fn = sizeof(T) == 4 ? reinterpret_cast<void*>(table->kmv_rows_f32)
                                 : reinterpret_cast<void*>(table->kmv_rows_f64);
-  auto kmv_rows = reinterpret_cast<void (*)(const TileArgs<T>&, int64_t, int64_t, int64_t,
+  auto isa_rows = reinterpret_cast<void (*)(const TileArgs<T>&, int64_t, int64_t, int64_t,
                                             int64_t, T*, T*)>(rows_fn);
+  at::Tensor xb, zb;
+  if (bf16 != nullptr) xb = pack_pairs(p.xp), zb = pack_pairs(p.zp);
+  auto kmv_rows = [&](const TileArgs<T>& args, int64_t g0, int64_t g1, int64_t p0, int64_t p1,
+                      T* acc, T* work) {
+    if (bf16 == nullptr) return isa_rows(args, g0, g1, p0, p1, acc, work);
+    bf16->kmv_rows(reinterpret_cast<const TileArgs<float>&>(args),
+                   reinterpret_cast<const uint32_t*>(xb.data_ptr<int32_t>()),
+                   reinterpret_cast<const uint32_t*>(zb.data_ptr<int32_t>()), g0, g1, p0, p1,
+                   reinterpret_cast<float*>(acc), reinterpret_cast<float*>(work));
+  };
 
   // Row blocks, and (only when there are too few of them to feed every thread) a split of
   // Z into parts whose partial products are summed afterwards.
@@ -522,6 +574,9 @@ at::Tensor cpu_kernel_matrix(const at::Tensor& x, const at::Tensor& z, c10::stri
 
 std::string cpu_isa() { return isa()->name; }
 
+// what runs the bf16 mode's forward products: "avx512_bf16" (hardware) or "emulated"
+std::string cpu_bf16_path() { return bf16_kernels() != nullptr ? "avx512_bf16" : "emulated"; }
+
 // FLOP/s of the selected ISA's FMA pipes on all intra-op threads (12 chains of `reps` FMAs
 // per thread, timed from the first start to the last end).
 double cpu_fma_rate(bool f64, int64_t reps) {
@@ -575,6 +630,8 @@ TORCH_LIBRARY_FRAGMENT(kops, m) {
         "str precision=\"ieee\") -> Tensor");
   // name of the instruction set the native CPU kernels use ("avx512", "avx2" or "portable")
   m.def("_cpu_isa() -> str", &kops_cpu::cpu_isa);
+  // what runs the bf16 mode's forward distance products: "avx512_bf16" or "emulated"
+  m.def("_cpu_bf16_path() -> str", &kops_cpu::cpu_bf16_path);
   // exp(-x) by the kernels' vector exp (float32 / float64, x >= 0)
   m.def("_cpu_exp_neg(Tensor x) -> Tensor");
   // FLOP/s of the FMA pipes of the ISA in use, all intra-op threads (the benchmark's floor)
