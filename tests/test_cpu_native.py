@@ -113,13 +113,14 @@ def test_both_instruction_sets(kernel, dtype, isa, generator):
     assert_kmv_close(_kmv(x, z, v, kernel, bw), x, z, v, kernel, bw)
 
 
+@pytest.mark.parametrize("d", [9, 300])  # 48-row and 192-row blocks
 @pytest.mark.parametrize("threads", [1, 2, 3])
-def test_few_rows_many_centers_split_over_threads(threads, generator):
+def test_few_rows_many_centers_split_over_threads(threads, d, generator):
     # fewer row blocks than threads: Z is split and partial products are summed
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        x, z, v, bw = random_problem(5, 3001, 9, 2, generator=generator)
+        x, z, v, bw = random_problem(5 if d < 100 else 200, 3001, d, 2, generator=generator)
         out = _kmv(x, z, v, "gaussian", bw)
     finally:
         torch.set_num_threads(previous)
