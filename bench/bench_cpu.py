@@ -78,9 +78,12 @@ def interleaved(candidates, repeats: int, max_seconds: float) -> dict:
             for name, t in times.items()}
 
 
-def _path(backend: str) -> str:
+def _path(backend: str, precision: str = "ieee", op: str = "kmv") -> str:
     if backend == "cpu":
-        return str(torch.ops.kops._cpu_isa())
+        isa = str(torch.ops.kops._cpu_isa())
+        if precision == "bf16" and op == "kmv":
+            return f"{isa}+{torch.ops.kops._cpu_bf16_path()}"
+        return isa if precision == "ieee" else f"{isa}+emulated"
     if backend == "torch":
         return "blas"
     return backend
@@ -93,11 +96,13 @@ def bench_case(kernel, n, d, c, dtype, args, keops, rates, op="kmv"):
     g = torch.randn(n, c, dtype=dtype, generator=torch.Generator().manual_seed(1))
     for name in args.backends:
         if op == "kmv":
-            candidates.append((name, lambda name=name: kops.kmv(x, z, v, kernel, bw, backend=name)))
+            candidates.append((name, lambda name=name: kops.kmv(x, z, v, kernel, bw, precision=args.precision,
+                                                                backend=name)))
         else:  # gradient with respect to x and z of <g, K v>
             candidates.append((name, lambda name=name, g=g: torch.ops.kops.kmv_grad_xz(
-                x, z, v, g, kernel, bw, "ieee", name)))
-    if keops is not None and kernel in ("gaussian", "laplacian") and not args.no_keops_for(d):
+                x, z, v, g, kernel, bw, args.precision, name)))
+    if keops is not None and kernel in ("gaussian", "laplacian") and not args.no_keops_for(d) \
+            and args.precision == "ieee":
         if op == "kmv":
             run = lambda: keops(x, z, v, kernel, bw)  # noqa: E731
         else:
@@ -119,8 +124,9 @@ def bench_case(kernel, n, d, c, dtype, args, keops, rates, op="kmv"):
                    backend=name, median_s=t["median_s"], min_s=t["min_s"], times_s=t["times_s"],
                    repeats=t["repeats"], pairs_per_s=n * n / t["median_s"],
                    load_before=load_before, load_after=load_after, threads=torch.get_num_threads(),
-                   path=_path(name), **extra)
-        floor = roofline_cpu.floor_time(rates, n=n, m=n, d=d, c=c, op=op, kernel=kernel, dtype=dtype)
+                   path=_path(name, args.precision, op), precision=args.precision, **extra)
+        floor = roofline_cpu.floor_time(rates, n=n, m=n, d=d, c=c, op=op, kernel=kernel, dtype=dtype,
+                                        precision=args.precision)
         row.update(floor, floor_fraction=floor["floor_s"] / t["median_s"])
         if op == "kmv" and args.check_rows:
             k = min(args.check_rows, n)
@@ -141,6 +147,7 @@ def main(argv=None) -> int:
     parser.add_argument("--c", type=int, nargs="+", default=[1, 10])
     parser.add_argument("--kernels", nargs="+", default=["gaussian"])
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    parser.add_argument("--precision", default="ieee", choices=["ieee", "tf32", "bf16"])
     parser.add_argument("--backends", nargs="+", default=["torch", "cpu"])
     parser.add_argument("--no-keops", action="store_true", help="skip pykeops even if installed")
     parser.add_argument("--grad", action="store_true", help="also time kmv_grad_xz")

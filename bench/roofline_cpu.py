@@ -72,7 +72,8 @@ def _gemm(rows: int, cols: int, d: int, dtype) -> float:
 
 def gemm_rate(rates: dict, d: int, dtype=torch.float32) -> float:
     """FLOP/s of the tile-shaped product at ``d`` (measured on demand, cached in ``rates``)."""
-    key = f"gemm_{'fp64' if dtype == torch.float64 else 'fp32'}_d{d}"
+    tag = {torch.float64: "fp64", torch.bfloat16: "bf16"}.get(dtype, "fp32")
+    key = f"gemm_{tag}_d{d}"
     if key not in rates:
         rows = 256 * torch.get_num_threads()
         rates[key] = _gemm(rows, 512, d, dtype)
@@ -138,16 +139,19 @@ def measure_rates(ds=()) -> dict:
 
 
 def floor_time(rates: dict, *, n: int, m: int, d: int, c: int, op: str = "kmv",
-               kernel: str = "gaussian", dtype=torch.float32) -> dict:
+               kernel: str = "gaussian", dtype=torch.float32, precision: str = "ieee") -> dict:
     """The floor of one product: ``floor_s``, its parts and which one bounds it.
 
-    ``op`` is "kmv" or "kmv_grad_xz"; the bf16 / tf32 modes are charged at the fp32 rate
-    (their measured rate is reported separately by the benchmark).
+    ``op`` is "kmv" or "kmv_grad_xz". The bf16 mode's forward distance products are charged
+    at the larger of the fp32 rate and torch's bf16 product rate (oneDNN on AVX512-BF16 /
+    AMX where present); everything else, and the tf32 mode, at the fp32 rate.
     """
     pairs = float(n) * float(m)
     tag = "fp64" if dtype == torch.float64 else "fp32"
     size = 8 if dtype == torch.float64 else 4
     flops = max(gemm_rate(rates, d, dtype), gemm_rate(rates, 256, dtype), rates.get(f"fma_{tag}", 0.0))
+    if precision == "bf16" and op == "kmv" and dtype != torch.float64:
+        flops = max(flops, gemm_rate(rates, max(d, 256), torch.bfloat16))
     special = rates[("sqrt_exp_" if kernel in _SQRT_KERNELS else "exp_") + tag]
     matrix_products = 3 if op == "kmv_grad_xz" else 1
     compute = 2.0 * pairs * (matrix_products * d + c) / flops + pairs / special
