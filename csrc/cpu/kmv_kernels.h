@@ -99,4 +99,11 @@ struct Bf16Kernels {
 // nullptr where the build or the compiler has no AVX512-BF16
 const Bf16Kernels* avx512bf16_kernels();
 
+// Defined in kmv_isa.cpp: the table in use (the widest ISA this CPU runs, unless
+// KOPS_CPU_ISA=avx2 / portable asks for a narrower one), and the bf16 mode's kernels
+// (nullptr unless the CPU has AVX512-BF16, the ISA in use is AVX-512 and KOPS_CPU_BF16 is not
+// "emulate").
+const IsaTable* selected_isa();
+const Bf16Kernels* selected_bf16();
+
 }  // namespace kops_cpu
