@@ -1,8 +1,8 @@
 """The native CPU backend ("cpu", csrc/cpu) against the float64 reference.
 
-Sizes straddle the kernel's blocking (48-row blocks of 6-row groups, tiles of 256 float /
-128 double columns, panels of 16 / 32 / 64 columns, feature chunks of 64 to 512, the
-direct-differences threshold d <= 4) and its split of Z when there are few row blocks;
+Sizes straddle the kernel's blocking (48-row blocks of 6-row groups, 192-row blocks from
+d = 256, tiles of 256 float / 128 double columns, panels of 16 / 32 / 64 columns, feature
+chunks of 64 to 512, the direct-differences threshold d <= 4) and its split of Z when there are few row blocks;
 inputs come with awkward strides; every instruction-set variant this CPU can run is tested
 (KOPS_CPU_ISA selects it).
 """

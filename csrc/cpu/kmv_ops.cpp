@@ -1,5 +1,6 @@
 // Native CPU kernel products: private ops kops::_cpu_kmv_accumulate, kops::_cpu_kmv_grad_xz
-// and kops::_cpu_kernel_matrix (called by kops/backends/cpu_native.py), plus kops::_cpu_isa.
+// and kops::_cpu_kernel_matrix (called by kops/backends/cpu_native.py), plus kops::_cpu_isa
+// (the ISA selection and the other probes are in kmv_isa.cpp).
 //
 // This file checks the arguments, prepares the inputs in the accumulation dtype
 // (centre on the mean of z, multiply by the kernel's scale, squared norms and packing into the

@@ -5,9 +5,10 @@ The C++ side (private ops ``torch.ops.kops._cpu_kmv_accumulate``, ``_cpu_kmv_gra
 the finite entries of z and multiplied by the kernel's scale, squared distances by the GEMM
 trick (clamped at 0) or, for d <= 4, by direct differences, exact 0 on the diagonal when x
 is z, and the same noise-floor rule for the Laplacian's gradient. It never forms K beyond a
-tile of about 48 x 256 values: a register-blocked AVX-512 or AVX2/FMA microkernel computes
-the distances of a tile and applies the kernel with a vectorised exp while they are in
-registers, and the tile is multiplied with V before the next one is formed. The widest ISA
+tile of about 48 x 256 values (192 x 256 from d = 256): a register-blocked AVX-512 or
+AVX2/FMA microkernel computes the distances of a tile and applies the kernel with a
+vectorised exp while they are in registers, and the tile is multiplied with V before the
+next one is formed. The widest ISA
 the CPU has is chosen at run time; CPUs without AVX2/FMA get a portable build of the same
 kernels (``torch.ops.kops._cpu_isa()`` says which is used; the environment variable
 ``KOPS_CPU_ISA=avx2`` or ``portable`` forces a narrower one).
