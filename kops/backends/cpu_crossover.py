@@ -86,8 +86,9 @@ def calibrate() -> dict:
     return ratios
 
 
-def measured() -> dict:
-    """The calibration of this machine: from the cache file, else measured now and cached."""
+def measured() -> dict | None:
+    """The calibration of this machine: from the cache file, else measured now and cached
+    (None when it cannot be measured now; asked again next time)."""
     global _cached
     if _cached is not None and _cached.get("key") == _key():
         return _cached
@@ -99,7 +100,11 @@ def measured() -> dict:
             return data
     except (OSError, ValueError):
         pass
-    data = calibrate()
+    try:
+        with torch.no_grad():
+            data = calibrate()
+    except Exception:  # noqa: BLE001 - e.g. asked while tracing with fake tensors: no rule yet
+        return None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(data, indent=1) + "\n")
