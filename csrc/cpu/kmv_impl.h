@@ -1,11 +1,11 @@
 // The tile kernels of the native CPU backend, written once against the vector operations of
-// kmv_simd.h and compiled per ISA (namespace KOPS_CPU_ISA) by kmv_avx2.cpp and
-// kmv_portable.cpp. See kmv_kernels.h for the data layouts.
+// kmv_simd.h and compiled per ISA (namespace KOPS_CPU_ISA) by kmv_avx512.cpp, kmv_avx2.cpp
+// and kmv_portable.cpp. See kmv_kernels.h for the data layouts.
 //
 // One call covers a block of X rows and a range of Z panels. Per tile of Z (tile_panels
 // panels, a few hundred rows) it
 //   1. computes the kernel values of the block x tile into a work buffer that stays in the
-//      core's L2 cache: a 6 x (2 vectors) register-blocked microkernel forms the dot
+//      core's L2 cache: a 6 x (2 or 4 vectors) register-blocked microkernel forms the dot
 //      products (GEMM trick: u = |x|^2 + |z|^2 - 2 x.z, clamped at 0) or the sums of
 //      squared differences (direct mode, small d), then applies the profile f(u) with a
 //      vectorised exp while the values are still in registers;
@@ -22,7 +22,19 @@ namespace KOPS_CPU_ISA {
 
 inline int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
 
-constexpr int64_t kKC = 256;  // features per chunk of the distance microkernel
+// Vectors per packed panel of Z (NR = kNV * W columns).
+#if defined(KOPS_CPU_AVX512)
+constexpr int kNV = 4;
+#else
+constexpr int kNV = 2;
+#endif
+
+// Features per chunk of the distance microkernel: a panel's chunk (kKC x kNV vectors) is 16 KiB
+// whatever the vector width, so it stays in L1 next to the row group's chunk.
+template <typename T>
+constexpr int64_t kc_of() {
+  return 16384 / (kNV * Ops<T>::W * static_cast<int64_t>(sizeof(T)));
+}
 
 // f(u) and f'(u) of each kernel (kops/kernels.py), u >= 0 the scaled squared distance.
 template <typename T, int KERN>
@@ -73,11 +85,12 @@ inline void finish(typename Ops<T>::V u, T* dst) {
   Ops<T>::store(dst, k);
 }
 
-// GEMM-trick microkernel: a kMR x NR block (NR = 2 vectors) of scaled squared distances.
+// GEMM-trick microkernel: a kMR x NR block (NR = kNV vectors) of scaled squared distances.
 // xg: packed row group (d x kMR), zpn: packed panel (d x NR), xn6 / zn: their norms.
 // For large d the k range comes in chunks (see distance_tile): `resume` starts from the
 // partial dot products in dst, `last` says whether to finish (epilogue) or to store the
-// partial dot products back.
+// partial dot products back. The fixed-size loops unroll completely, so the kMR x kNV
+// accumulators live in registers (12 of 16 with AVX2, 24 of 32 with AVX-512).
 template <typename T, int KERN, int EPI>
 inline void micro_gemm(const T* __restrict xg, const T* __restrict zpn, int64_t d,
                        const T* __restrict xn6, const T* __restrict zn, T* __restrict dst,
@@ -85,72 +98,42 @@ inline void micro_gemm(const T* __restrict xg, const T* __restrict zpn, int64_t 
   using O = Ops<T>;
   using V = typename O::V;
   constexpr int W = O::W;
-  constexpr int NR = 2 * W;
-  V a00 = O::zero(), a01 = O::zero(), a10 = O::zero(), a11 = O::zero();
-  V a20 = O::zero(), a21 = O::zero(), a30 = O::zero(), a31 = O::zero();
-  V a40 = O::zero(), a41 = O::zero(), a50 = O::zero(), a51 = O::zero();
-  if (resume) {
-    a00 = O::load(dst), a01 = O::load(dst + W);
-    a10 = O::load(dst + ldd), a11 = O::load(dst + ldd + W);
-    a20 = O::load(dst + 2 * ldd), a21 = O::load(dst + 2 * ldd + W);
-    a30 = O::load(dst + 3 * ldd), a31 = O::load(dst + 3 * ldd + W);
-    a40 = O::load(dst + 4 * ldd), a41 = O::load(dst + 4 * ldd + W);
-    a50 = O::load(dst + 5 * ldd), a51 = O::load(dst + 5 * ldd + W);
-  }
+  constexpr int NR = kNV * W;
+  V acc[kMR][kNV];
+#pragma GCC unroll 8
+  for (int r = 0; r < kMR; ++r)
+#pragma GCC unroll 4
+    for (int h = 0; h < kNV; ++h) acc[r][h] = resume ? O::load(dst + r * ldd + h * W) : O::zero();
   for (int64_t k = 0; k < d; ++k) {
-    const V z0 = O::load(zpn + k * NR);
-    const V z1 = O::load(zpn + k * NR + W);
+    V z[kNV];
+#pragma GCC unroll 4
+    for (int h = 0; h < kNV; ++h) z[h] = O::load(zpn + k * NR + h * W);
     const T* xk = xg + k * kMR;
-    V b = O::set1(xk[0]);
-    a00 = O::fmadd(b, z0, a00);
-    a01 = O::fmadd(b, z1, a01);
-    b = O::set1(xk[1]);
-    a10 = O::fmadd(b, z0, a10);
-    a11 = O::fmadd(b, z1, a11);
-    b = O::set1(xk[2]);
-    a20 = O::fmadd(b, z0, a20);
-    a21 = O::fmadd(b, z1, a21);
-    b = O::set1(xk[3]);
-    a30 = O::fmadd(b, z0, a30);
-    a31 = O::fmadd(b, z1, a31);
-    b = O::set1(xk[4]);
-    a40 = O::fmadd(b, z0, a40);
-    a41 = O::fmadd(b, z1, a41);
-    b = O::set1(xk[5]);
-    a50 = O::fmadd(b, z0, a50);
-    a51 = O::fmadd(b, z1, a51);
+#pragma GCC unroll 8
+    for (int r = 0; r < kMR; ++r) {
+      const V b = O::set1(xk[r]);
+#pragma GCC unroll 4
+      for (int h = 0; h < kNV; ++h) acc[r][h] = O::fmadd(b, z[h], acc[r][h]);
+    }
   }
-  // Park the dot products in L1 before the epilogue: keeping the twelve accumulators live
-  // across the (register-hungry) exp code made the compiler spill them inside the k loop.
-  if (!last) {
-    O::store(dst, a00), O::store(dst + W, a01);
-    O::store(dst + ldd, a10), O::store(dst + ldd + W, a11);
-    O::store(dst + 2 * ldd, a20), O::store(dst + 2 * ldd + W, a21);
-    O::store(dst + 3 * ldd, a30), O::store(dst + 3 * ldd + W, a31);
-    O::store(dst + 4 * ldd, a40), O::store(dst + 4 * ldd + W, a41);
-    O::store(dst + 5 * ldd, a50), O::store(dst + 5 * ldd + W, a51);
-    return;
-  }
-  alignas(32) T buf[kMR * NR];
-  O::store(buf + 0 * NR, a00);
-  O::store(buf + 0 * NR + W, a01);
-  O::store(buf + 1 * NR, a10);
-  O::store(buf + 1 * NR + W, a11);
-  O::store(buf + 2 * NR, a20);
-  O::store(buf + 2 * NR + W, a21);
-  O::store(buf + 3 * NR, a30);
-  O::store(buf + 3 * NR + W, a31);
-  O::store(buf + 4 * NR, a40);
-  O::store(buf + 4 * NR + W, a41);
-  O::store(buf + 5 * NR, a50);
-  O::store(buf + 5 * NR + W, a51);
+  // Park the dot products in L1 before the epilogue: keeping the accumulators live across
+  // the (register-hungry) exp code made the compiler spill them inside the k loop.
+  T* park = dst;
+  int64_t ldp = ldd;
+  alignas(64) T buf[kMR * NR];
+  if (last) park = buf, ldp = NR;
+#pragma GCC unroll 8
+  for (int r = 0; r < kMR; ++r)
+#pragma GCC unroll 4
+    for (int h = 0; h < kNV; ++h) O::store(park + r * ldp + h * W, acc[r][h]);
+  if (!last) return;
   const V m2 = O::set1(T(-2));
   // u = clamp0(|x|^2 + |z|^2 - 2 x.z): rounding can make it slightly negative
 #pragma GCC unroll 1
   for (int r = 0; r < kMR; ++r) {
     const V xr = O::set1(xn6[r]);
-#pragma GCC unroll 2
-    for (int h = 0; h < 2; ++h) {
+#pragma GCC unroll 4
+    for (int h = 0; h < kNV; ++h) {
       const V s = O::add(xr, O::load(zn + h * W));
       finish<T, KERN, EPI>(O::clamp0(O::fmadd(m2, O::load(buf + r * NR + h * W), s)), dst + r * ldd + h * W);
     }
@@ -165,8 +148,8 @@ inline void micro_direct(const T* __restrict xg, const T* __restrict zpn, int64_
   using O = Ops<T>;
   using V = typename O::V;
   constexpr int W = O::W;
-  constexpr int NR = 2 * W;
-  for (int h = 0; h < 2; ++h) {
+  constexpr int NR = kNV * W;
+  for (int h = 0; h < kNV; ++h) {
     V a0 = O::zero(), a1 = O::zero(), a2 = O::zero(), a3 = O::zero(), a4 = O::zero(),
       a5 = O::zero();
     for (int64_t k = 0; k < d; ++k) {
@@ -203,10 +186,11 @@ inline void micro_direct(const T* __restrict xg, const T* __restrict zpn, int64_
 template <typename T, int KERN, int EPI>
 void distance_tile(const TileArgs<T>& a, int64_t g0, int64_t g1, int64_t p0, int64_t p1, T* dst,
                    int64_t ldd) {
-  constexpr int NR = 2 * Ops<T>::W;
+  constexpr int NR = kNV * Ops<T>::W;
   const int64_t d = a.d;
   // Chunks of kKC features for large d, so that a panel's chunk (NR x kKC) and a row
   // group's (kMR x kKC) stay in L1 while the panel is swept over the block's row groups.
+  constexpr int64_t kKC = kc_of<T>();
   for (int64_t k0 = 0; k0 < d; k0 += kKC) {
     const int64_t kc = imin(kKC, d - k0);
     const bool resume = k0 > 0, last = k0 + kc >= d;
@@ -279,7 +263,7 @@ void value_tile(const T* k, int64_t ldk, int64_t rows, const T* vt, int64_t ldv,
 template <typename T, int KERN, int EPI>
 void kmv_rows_k(const TileArgs<T>& a, int64_t g0, int64_t g1, int64_t p0, int64_t p1, T* acc,
                 T* work) {
-  constexpr int NR = 2 * Ops<T>::W;
+  constexpr int NR = kNV * Ops<T>::W;
   const int64_t ldk = a.tile_panels * NR;
   const int64_t rows = imin(g1 * kMR, a.n) - g0 * kMR;
   if (rows <= 0) return;
@@ -314,11 +298,11 @@ void kmv_rows(const TileArgs<T>& a, int64_t g0, int64_t g1, int64_t p0, int64_t 
 // finished in place: noise floor (non-smooth kernels), derivative, product with <g_i, v_j>.
 template <typename T, int KERN>
 void grad_tile_k(const TileArgs<T>& a, int64_t g0, int64_t g1, int64_t p0, int64_t p1, T* q,
-                 int64_t ldq) {
+                 int64_t ldq, T* rs, T* cs) {
   using O = Ops<T>;
   using V = typename O::V;
   constexpr int W = O::W;
-  constexpr int NR = 2 * W;
+  constexpr int NR = kNV * W;
   distance_tile<T, KERN, kStoreU>(a, g0, g1, p0, p1, q, ldq);
   const int64_t r0 = g0 * kMR;
   const int64_t rows = imin(g1 * kMR, a.n) - r0;
@@ -329,6 +313,7 @@ void grad_tile_k(const TileArgs<T>& a, int64_t g0, int64_t g1, int64_t p0, int64
     T* qi = q + i * ldq;
     const T* gi = a.g + (r0 + i) * a.c;
     const V xni = O::set1(a.direct || !a.noise_floor ? T(0) : a.xn[r0 + i]);
+    V rsum = O::zero();
     for (int64_t j = 0; j < cols; j += W) {
       V u = O::load(qi + j);
       if (a.noise_floor && !a.direct) {
@@ -339,17 +324,22 @@ void grad_tile_k(const TileArgs<T>& a, int64_t g0, int64_t g1, int64_t p0, int64
       V gv = O::zero();
       for (int64_t l = 0; l < a.c; ++l)
         gv = O::fmadd(O::set1(gi[l]), O::load(a.vt + l * a.m_pad + col0 + j), gv);
-      O::store(qi + j, O::mul(Profile<T, KERN>::derivative(u), gv));
+      const V qv = O::mul(Profile<T, KERN>::derivative(u), gv);
+      O::store(qi + j, qv);
+      // row and column sums while q is in registers (saves two passes over the tile)
+      rsum = O::add(rsum, qv);
+      O::store(cs + j, O::add(O::load(cs + j), qv));
     }
+    rs[i] += O::hsum(rsum);
   }
 }
 
 template <typename T>
 void grad_tile(const TileArgs<T>& a, int64_t g0, int64_t g1, int64_t p0, int64_t p1, T* q,
-               int64_t ldq) {
+               int64_t ldq, T* rs, T* cs) {
   switch (a.kernel) {
 #define KOPS_CASE(name, code, smooth) \
-    case k##name: return grad_tile_k<T, k##name>(a, g0, g1, p0, p1, q, ldq);
+    case k##name: return grad_tile_k<T, k##name>(a, g0, g1, p0, p1, q, ldq, rs, cs);
     KOPS_FOR_EACH_KERNEL(KOPS_CASE)
 #undef KOPS_CASE
     default: return;
@@ -368,16 +358,59 @@ void kernel_tile(const TileArgs<T>& a, int64_t g0, int64_t g1, int64_t p0, int64
   }
 }
 
+#include "kmv_grad_products.h"
+
+// out[i] = exp(-in[i]) by the vector exp of the tile kernels (its accuracy test and the
+// benchmark's exp rate); a partial last vector goes through a padded copy.
+template <typename T>
+void exp_neg_array(const T* in, T* out, int64_t len) {
+  using O = Ops<T>;
+  constexpr int W = O::W;
+  int64_t i = 0;
+  for (; i + W <= len; i += W) O::store(out + i, O::exp_neg(O::load(in + i)));
+  if (i < len) {
+    alignas(64) T buf[W] = {};
+    for (int64_t k = i; k < len; ++k) buf[k - i] = in[k];
+    O::store(buf, O::exp_neg(O::load(buf)));
+    for (int64_t k = i; k < len; ++k) out[k] = buf[k - i];
+  }
+}
+
+// Twelve independent FMA chains, `reps` steps each: the FMA pipes' peak for the benchmark's
+// floor (a GEMM microkernel issues exactly this mix). Returns a value so the work is kept.
+template <typename T>
+T fma_chains(int64_t reps) {
+  using O = Ops<T>;
+  using V = typename O::V;
+  V a[12];
+  for (int i = 0; i < 12; ++i) a[i] = O::set1(T(1) + T(i) * T(1e-3));
+  const V b = O::set1(T(0.999999)), c = O::set1(T(1e-7));
+  for (int64_t r = 0; r < reps; ++r) {
+#pragma GCC unroll 12
+    for (int i = 0; i < 12; ++i) a[i] = O::fmadd(a[i], b, c);
+  }
+  V s = O::zero();
+  for (int i = 0; i < 12; ++i) s = O::add(s, a[i]);
+  return O::hsum(s);
+}
+
 inline const IsaTable* make_table(const char* name) {
   static const IsaTable table = {name,
-                                 2 * Ops<float>::W,
-                                 2 * Ops<double>::W,
+                                 kNV * Ops<float>::W,
+                                 kNV * Ops<double>::W,
                                  &kmv_rows<float>,
                                  &kmv_rows<double>,
                                  &grad_tile<float>,
                                  &grad_tile<double>,
                                  &kernel_tile<float>,
-                                 &kernel_tile<double>};
+                                 &kernel_tile<double>,
+                                 &exp_neg_array<float>,
+                                 &exp_neg_array<double>,
+                                 &fma_chains<float>,
+                                 &fma_chains<double>,
+                                 Ops<float>::W,
+                                 &grad_products<float>,
+                                 &grad_products<double>};
   return &table;
 }
 

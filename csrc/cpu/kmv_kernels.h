@@ -1,5 +1,5 @@
 // Interface between the torch binding (kmv_ops.cpp: checks, preparation, threading) and the
-// ISA-specific tile kernels (kmv_avx2.cpp, kmv_portable.cpp). Plain pointers only, so the
+// ISA-specific tile kernels (kmv_avx512.cpp, kmv_avx2.cpp, kmv_portable.cpp). Plain pointers only, so the
 // ISA translation units need no torch header.
 //
 // Layouts prepared by the binding (T = float or double, the accumulation dtype):
@@ -51,7 +51,8 @@ struct TileArgs {
 //   kmv_rows: acc ((g1-g0)*kMR x c, row-major) += K(rows, panels) @ V(panels).
 //             work: at least (g1-g0)*kMR * tile_panels*NR elements.
 //   grad_tile: q (rows x panels, leading dimension ldq) = f'(u_ij) <g_i, v_j> for one tile
-//             (p1 - p0 <= tile_panels), with the same-points diagonal and noise floor applied.
+//             (p1 - p0 <= tile_panels), with the same-points diagonal and noise floor applied;
+//             rs[i] += sum_j q_ij, cs[j] += sum_i q_ij (i, j from the tile's first row, column).
 struct IsaTable {
   const char* name;
   int nr_f32;
@@ -61,19 +62,53 @@ struct IsaTable {
   void (*kmv_rows_f64)(const TileArgs<double>&, int64_t g0, int64_t g1, int64_t p0, int64_t p1,
                        double* acc, double* work);
   void (*grad_tile_f32)(const TileArgs<float>&, int64_t g0, int64_t g1, int64_t p0, int64_t p1,
-                        float* q, int64_t ldq);
+                        float* q, int64_t ldq, float* rs, float* cs);
   void (*grad_tile_f64)(const TileArgs<double>&, int64_t g0, int64_t g1, int64_t p0, int64_t p1,
-                        double* q, int64_t ldq);
+                        double* q, int64_t ldq, double* rs,
+                        double* cs);
   //   kernel_tile: dst (rows x panels, leading dimension ldd) = K for one tile.
   void (*kernel_tile_f32)(const TileArgs<float>&, int64_t g0, int64_t g1, int64_t p0, int64_t p1,
                           float* dst, int64_t ldd);
   void (*kernel_tile_f64)(const TileArgs<double>&, int64_t g0, int64_t g1, int64_t p0,
                           int64_t p1, double* dst, int64_t ldd);
+  //   exp_neg: out[i] = exp(-in[i]) by the tile kernels' vector exp (in >= 0 or NaN).
+  void (*exp_neg_f32)(const float* in, float* out, int64_t len);
+  void (*exp_neg_f64)(const double* in, double* out, int64_t len);
+  //   fma_chains: 12 independent FMA chains of `reps` steps (12 * reps vector FMAs).
+  float (*fma_chains_f32)(int64_t reps);
+  double (*fma_chains_f64)(int64_t reps);
+  int width_f32;  // floats per vector
+  //   grad_products: gx -= q @ zs and gz -= q^T @ xs for one tile (kmv_grad_products.h);
+  //   row-major xs, zs, gx, gz with dp (d padded to the vector width) columns.
+  void (*grad_products_f32)(const float* q, int64_t ldq, int64_t rows, int64_t cols,
+                            const float* xs, const float* zs, int64_t dp, float* gx, float* gz);
+  void (*grad_products_f64)(const double* q, int64_t ldq, int64_t rows, int64_t cols,
+                            const double* xs, const double* zs, int64_t dp, double* gx,
+                            double* gz);
 };
 
-// Defined in kmv_portable.cpp (always) and kmv_avx2.cpp (x86-64 builds with AVX2 flags;
-// returns nullptr elsewhere).
+// Defined in kmv_portable.cpp (always), kmv_avx2.cpp and kmv_avx512.cpp (x86-64 builds with
+// the AVX2 / AVX-512 flags; they return nullptr elsewhere).
 const IsaTable* portable_table();
 const IsaTable* avx2_table();
+const IsaTable* avx512_table();
+
+// The bf16 mode's forward pass on bf16 operands (kmv_avx512bf16.cpp, layouts there): the
+// table of the same build for everything else, and kmv_rows on the bf16 pair layouts xb, zb.
+struct Bf16Kernels {
+  const char* name;
+  const IsaTable* table;
+  void (*kmv_rows)(const TileArgs<float>&, const uint32_t* xb, const uint32_t* zb, int64_t g0,
+                   int64_t g1, int64_t p0, int64_t p1, float* acc, float* work);
+};
+// nullptr where the build or the compiler has no AVX512-BF16
+const Bf16Kernels* avx512bf16_kernels();
+
+// Defined in kmv_isa.cpp: the table in use (the widest ISA this CPU runs, unless
+// KOPS_CPU_ISA=avx2 / portable asks for a narrower one), and the bf16 mode's kernels
+// (nullptr unless the CPU has AVX512-BF16, the ISA in use is AVX-512 and KOPS_CPU_BF16 is not
+// "emulate").
+const IsaTable* selected_isa();
+const Bf16Kernels* selected_bf16();
 
 }  // namespace kops_cpu

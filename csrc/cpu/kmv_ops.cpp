@@ -1,5 +1,6 @@
 // Native CPU kernel products: private ops kops::_cpu_kmv_accumulate, kops::_cpu_kmv_grad_xz
-// and kops::_cpu_kernel_matrix (called by kops/backends/cpu_native.py), plus kops::_cpu_isa.
+// and kops::_cpu_kernel_matrix (called by kops/backends/cpu_native.py), plus kops::_cpu_isa
+// (the ISA selection and the other probes are in kmv_isa.cpp).
 //
 // This file checks the arguments, prepares the inputs in the accumulation dtype
 // (centre on the mean of z, multiply by the kernel's scale, squared norms and packing into the
@@ -29,28 +30,37 @@ constexpr int64_t kDirectMaxD = 4;
 // Row groups (of kMR rows) per task and Z panels per tile: a block x tile of kernel values
 // (48 x 256 floats, 48 KiB) and the packed panels stay in L2.
 constexpr int64_t kBlockGroups = 8;
+// From d = 256 on, every row block streams all of Z (m x d) from L3 once per block: 32 groups
+// (192 rows) cut that traffic four-fold, worth 10-30% at d = 784 and 2048 (measured with 1
+// thread; the block x tile buffer, 192 KiB, still fits L2).
+constexpr int64_t kLargeDBlockGroups = 32;
+constexpr int64_t kLargeD = 256;
 constexpr int64_t kTileBytes = 1024;  // tile width in bytes of one row: 256 floats, 128 doubles
-// Gradient: larger blocks, so the ATen matrix products on them amortise their call cost.
+// Gradient: larger blocks (96 rows: the inner dimension of the q^T @ xs product).
 constexpr int64_t kGradBlockGroups = 16;
 constexpr int64_t kGradTileCols = 512;
 
-bool cpu_has_avx2_fma() {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_cpu_init();
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-#else
-  return false;
-#endif
-}
-
-// The ISA in use: AVX2 when compiled in and supported by this CPU, unless the environment
-// variable KOPS_CPU_ISA=portable asks for the portable kernels (tests use it).
-const IsaTable* isa() {
-  static const IsaTable* best = (avx2_table() != nullptr && cpu_has_avx2_fma()) ? avx2_table()
-                                                                                 : portable_table();
-  const char* env = std::getenv("KOPS_CPU_ISA");
-  if (env != nullptr && std::strcmp(env, "portable") == 0) return portable_table();
-  return best;
+// Float32 packed blocks (groups x d x w, kmv_kernels.h) as bf16 pairs (groups x dh x w words,
+// kmv_avx512bf16.cpp): the values are already rounded to bf16, so the high half of each
+// float is exact.
+at::Tensor pack_pairs(const at::Tensor& packed) {
+  const int64_t groups = packed.size(0), d = packed.size(1), w = packed.size(2), dh = (d + 1) / 2;
+  at::Tensor out = at::empty({groups, dh, w}, packed.options().dtype(at::kInt));
+  const uint32_t* src = reinterpret_cast<const uint32_t*>(packed.data_ptr<float>());
+  uint32_t* dst = reinterpret_cast<uint32_t*>(out.data_ptr<int32_t>());
+  at::parallel_for(0, groups, 16, [&](int64_t g0, int64_t g1) {
+    for (int64_t g = g0; g < g1; ++g) {
+      const uint32_t* s = src + g * d * w;
+      uint32_t* o = dst + g * dh * w;
+      for (int64_t p = 0; p < dh; ++p)
+        for (int64_t q = 0; q < w; ++q) {
+          const uint32_t lo = s[2 * p * w + q] >> 16;
+          const uint32_t hi = 2 * p + 1 < d ? s[(2 * p + 1) * w + q] >> 16 : 0u;
+          o[p * w + q] = lo | (hi << 16);
+        }
+    }
+  });
+  return out;
 }
 
 struct KernelInfo {
@@ -267,7 +277,10 @@ void run_tasks(int64_t ntasks, const Body& body) {
 template <typename T>
 void kmv_accumulate_impl(at::Tensor& out, const at::Tensor& x, const at::Tensor& z,
                          const at::Tensor& v, const KernelInfo& k, double alpha, int rounding) {
-  const IsaTable* table = isa();
+  // bf16 mode in float32 with AVX512-BF16 (GEMM-trick d only): bf16 products in hardware
+  const Bf16Kernels* bf16 =
+      sizeof(T) == 4 && rounding == kBf16 && x.size(1) > kDirectMaxD ? selected_bf16() : nullptr;
+  const IsaTable* table = bf16 != nullptr ? bf16->table : selected_isa();
   const int nr = sizeof(T) == 4 ? table->nr_f32 : table->nr_f64;
   const int64_t n = x.size(0), m = z.size(0), d = x.size(1), c = v.size(1);
   // precision modes: the operands of both products (scaled x and z, K, V) are rounded
@@ -277,12 +290,23 @@ void kmv_accumulate_impl(at::Tensor& out, const at::Tensor& x, const at::Tensor&
   a.tile_panels = std::max<int64_t>(1, kTileBytes / static_cast<int64_t>(sizeof(T)) / nr);
   auto rows_fn = sizeof(T) == 4 ? reinterpret_cast<void*>(table->kmv_rows_f32)
                                 : reinterpret_cast<void*>(table->kmv_rows_f64);
-  auto kmv_rows = reinterpret_cast<void (*)(const TileArgs<T>&, int64_t, int64_t, int64_t,
+  auto isa_rows = reinterpret_cast<void (*)(const TileArgs<T>&, int64_t, int64_t, int64_t,
                                             int64_t, T*, T*)>(rows_fn);
+  at::Tensor xb, zb;
+  if (bf16 != nullptr) xb = pack_pairs(p.xp), zb = pack_pairs(p.zp);
+  auto kmv_rows = [&](const TileArgs<T>& args, int64_t g0, int64_t g1, int64_t p0, int64_t p1,
+                      T* acc, T* work) {
+    if (bf16 == nullptr) return isa_rows(args, g0, g1, p0, p1, acc, work);
+    bf16->kmv_rows(reinterpret_cast<const TileArgs<float>&>(args),
+                   reinterpret_cast<const uint32_t*>(xb.data_ptr<int32_t>()),
+                   reinterpret_cast<const uint32_t*>(zb.data_ptr<int32_t>()), g0, g1, p0, p1,
+                   reinterpret_cast<float*>(acc), reinterpret_cast<float*>(work));
+  };
 
   // Row blocks, and (only when there are too few of them to feed every thread) a split of
   // Z into parts whose partial products are summed afterwards.
-  const int64_t blocks = ceil_div(p.groups, kBlockGroups);
+  const int64_t block_groups = d >= kLargeD ? kLargeDBlockGroups : kBlockGroups;
+  const int64_t blocks = ceil_div(p.groups, block_groups);
   const int64_t threads = at::get_num_threads();
   int64_t splits = 1;
   if (threads > 1 && blocks < 4 * threads) {
@@ -297,11 +321,11 @@ void kmv_accumulate_impl(at::Tensor& out, const at::Tensor& x, const at::Tensor&
   const int64_t ntasks = blocks * splits;
 
   run_tasks(ntasks, [&](int64_t, std::atomic<int64_t>& next) {
-    std::vector<T> work(static_cast<size_t>(kBlockGroups * kMR * a.tile_panels * nr));
-    std::vector<T> acc(static_cast<size_t>(kBlockGroups * kMR * c));
+    std::vector<T> work(static_cast<size_t>(block_groups * kMR * a.tile_panels * nr));
+    std::vector<T> acc(static_cast<size_t>(block_groups * kMR * c));
     for (int64_t t = next++; t < ntasks; t = next++) {
       const int64_t b = t / splits, s = t % splits;
-      const int64_t g0 = b * kBlockGroups, g1 = std::min(g0 + kBlockGroups, p.groups);
+      const int64_t g0 = b * block_groups, g1 = std::min(g0 + block_groups, p.groups);
       // Z part s in whole tiles
       const int64_t tiles = ceil_div(p.panels, a.tile_panels);
       const int64_t p0 = std::min(p.panels, (tiles * s / splits) * a.tile_panels);
@@ -344,20 +368,27 @@ void cpu_kmv_accumulate(at::Tensor out, const at::Tensor& x, const at::Tensor& z
 
 // Gradients of <grad_out, K(x, z) v>: with q_ij = f'(u_ij) <g_i, v_j>,
 //   gx = 2 scale (rowsum(q) xs - q zs),  gz = 2 scale (colsum(q) zs - q^T xs).
-// q is formed one block x tile at a time by the tile kernels; the two products with it run
-// through ATen (BLAS) on the tile. gx rows belong to one task (unless Z is split for lack
+// q is formed one block x tile at a time by the tile kernels, and the two products with it
+// by the ISA's product microkernel on the same tile (grad_products), on copies of xs and zs
+// with d padded to the vector width. gx rows belong to one task (unless Z is split for lack
 // of row blocks: then gx is summed per worker too); gz is summed per worker.
 template <typename T>
 std::tuple<at::Tensor, at::Tensor> kmv_grad_impl(const at::Tensor& x, const at::Tensor& z,
                                                  const at::Tensor& v, const at::Tensor& grad_out,
                                                  const KernelInfo& k, int rounding) {
-  const IsaTable* table = isa();
+  const IsaTable* table = selected_isa();
   const int nr = sizeof(T) == 4 ? table->nr_f32 : table->nr_f64;
+  const int64_t width = sizeof(T) == 4 ? table->width_f32 : table->width_f32 / 2;
   const int64_t n = x.size(0), m = z.size(0), d = x.size(1), c = v.size(1);
   // precision modes: as the reference, only the scaled x and z are rounded here
   const Prepared p = prepare<T>(x, z, v, k.scale, nr, true, rounding, false);
   const at::Tensor g = pad_rows(grad_out, p.groups * kMR);
-  const at::Tensor zs_pad = pad_rows(p.zs, p.panels * nr);
+  const int64_t dp = ceil_div(d, width) * width;
+  const int64_t n_pad = p.groups * kMR, m_pad = p.panels * nr;
+  const auto opts = x.options();
+  at::Tensor xs_pad = at::zeros({n_pad, dp}, opts), zs_pad = at::zeros({m_pad, dp}, opts);
+  xs_pad.narrow(0, 0, n).narrow(1, 0, d).copy_(p.xs);
+  zs_pad.narrow(0, 0, m).narrow(1, 0, d).copy_(p.zs);
   TileArgs<T> a = tile_args<T>(p, k.id, n, m, d, c);
   a.g = g.data_ptr<T>();
   a.noise_floor = !k.smooth_at_zero;
@@ -366,10 +397,12 @@ std::tuple<at::Tensor, at::Tensor> kmv_grad_impl(const at::Tensor& x, const at::
   auto tile_fn = sizeof(T) == 4 ? reinterpret_cast<void*>(table->grad_tile_f32)
                                 : reinterpret_cast<void*>(table->grad_tile_f64);
   auto grad_tile = reinterpret_cast<void (*)(const TileArgs<T>&, int64_t, int64_t, int64_t,
-                                             int64_t, T*, int64_t)>(tile_fn);
+                                             int64_t, T*, int64_t, T*, T*)>(tile_fn);
+  auto prod_fn = sizeof(T) == 4 ? reinterpret_cast<void*>(table->grad_products_f32)
+                                : reinterpret_cast<void*>(table->grad_products_f64);
+  auto grad_products = reinterpret_cast<void (*)(const T*, int64_t, int64_t, int64_t, const T*,
+                                                 const T*, int64_t, T*, T*)>(prod_fn);
 
-  const auto opts = x.options();
-  at::Tensor gx = at::zeros({n, d}, opts);
   const int64_t blocks = ceil_div(p.groups, kGradBlockGroups);
   // Too few row blocks to feed every thread: split Z as well, with per-worker gx sums.
   const int64_t threads = at::get_num_threads();
@@ -379,17 +412,22 @@ std::tuple<at::Tensor, at::Tensor> kmv_grad_impl(const at::Tensor& x, const at::
     splits = std::max<int64_t>(1, std::min<int64_t>(ceil_div(2 * threads, blocks), tiles));
   const int64_t ntasks = blocks * splits;
   const int64_t workers = std::max<int64_t>(1, std::min<int64_t>(threads, ntasks));
-  // per-worker sums for gz (m_pad x d) and colsum(q) (m_pad), and for gx when Z is split
-  at::Tensor gz_parts = at::zeros({workers, p.panels * nr, d}, opts);
-  at::Tensor cs_parts = at::zeros({workers, p.panels * nr}, opts);
-  at::Tensor gx_parts = splits > 1 ? at::zeros({workers, n, d}, opts) : at::Tensor();
+  // per-worker sums: gz (m_pad x dp), colsum(q) (m_pad), gx (n_pad x dp) when Z is split
+  at::Tensor gz_parts = at::zeros({workers, m_pad, dp}, opts);
+  at::Tensor cs_parts = at::zeros({workers, m_pad}, opts);
+  at::Tensor gx_parts = at::zeros({splits > 1 ? workers : 1, n_pad, dp}, opts);
+  at::Tensor rs_all = at::zeros({splits > 1 ? workers : 1, n_pad}, opts);
   const int64_t ldq = tile_panels * nr;
+  const T* xs_ptr = xs_pad.data_ptr<T>();
+  const T* zs_ptr = zs_pad.data_ptr<T>();
 
   run_tasks(ntasks, [&](int64_t w, std::atomic<int64_t>& next) {
     at::Tensor q = at::empty({kGradBlockGroups * kMR, ldq}, opts);
-    at::Tensor rs = at::empty({kGradBlockGroups * kMR}, opts);
-    at::Tensor gz_w = gz_parts[w], cs_w = cs_parts[w];
-    at::Tensor gx_w = splits > 1 ? gx_parts[w] : gx;
+    const int64_t part = splits > 1 ? w : 0;
+    T* gx_w = gx_parts[part].data_ptr<T>();
+    T* gz_w = gz_parts[w].data_ptr<T>();
+    T* cs_w = cs_parts[w].data_ptr<T>();
+    T* rs_w = rs_all[part].data_ptr<T>();
     for (int64_t t = next++; t < ntasks; t = next++) {
       const int64_t b = t / splits, s = t % splits;
       const int64_t g0 = b * kGradBlockGroups, g1 = std::min(g0 + kGradBlockGroups, p.groups);
@@ -397,29 +435,23 @@ std::tuple<at::Tensor, at::Tensor> kmv_grad_impl(const at::Tensor& x, const at::
       const int64_t p_lo = std::min(p.panels, (tiles * s / splits) * tile_panels);
       const int64_t p_hi = std::min(p.panels, (tiles * (s + 1) / splits) * tile_panels);
       if (p_lo >= p_hi) continue;
-      const at::Tensor xs_b = p.xs.narrow(0, r0, rows);
-      at::Tensor gx_b = gx_w.narrow(0, r0, rows);
-      at::Tensor rs_b = rs.narrow(0, 0, rows).zero_();
       for (int64_t t0 = p_lo; t0 < p_hi; t0 += tile_panels) {
         const int64_t t1 = std::min(t0 + tile_panels, p_hi);
         const int64_t j0 = t0 * nr, cols = (t1 - t0) * nr;
-        grad_tile(a, g0, g1, t0, t1, q.data_ptr<T>(), ldq);
-        const at::Tensor qb = q.narrow(0, 0, rows).narrow(1, 0, cols);
-        rs_b.add_(qb.sum(1));
-        cs_w.narrow(0, j0, cols).add_(qb.sum(0));
-        gx_b.addmm_(qb, zs_pad.narrow(0, j0, cols), 1, -1);
-        gz_w.narrow(0, j0, cols).addmm_(qb.t(), xs_b, 1, -1);
+        grad_tile(a, g0, g1, t0, t1, q.data_ptr<T>(), ldq, rs_w + r0, cs_w + j0);
+        grad_products(q.data_ptr<T>(), ldq, rows, cols, xs_ptr + r0 * dp, zs_ptr + j0 * dp, dp,
+                      gx_w + r0 * dp, gz_w + j0 * dp);
       }
-      gx_b.addcmul_(rs_b.unsqueeze(1), xs_b);
     }
   });
   const double factor = 2.0 * k.scale;
-  if (splits > 1) gx = gx_parts.sum(0);
+  at::Tensor gx = gx_parts.sum(0).narrow(0, 0, n).narrow(1, 0, d);
+  gx.addcmul_(rs_all.sum(0).narrow(0, 0, n).unsqueeze(1), p.xs);
   gx.mul_(factor);
-  at::Tensor gz = gz_parts.sum(0).narrow(0, 0, m);
+  at::Tensor gz = gz_parts.sum(0).narrow(0, 0, m).narrow(1, 0, d);
   gz.addcmul_(cs_parts.sum(0).narrow(0, 0, m).unsqueeze(1), p.zs);
   gz.mul_(factor);
-  return {gx, gz.contiguous()};
+  return {gx.contiguous(), gz.contiguous()};
 }
 
 std::tuple<at::Tensor, at::Tensor> cpu_kmv_grad_xz(const at::Tensor& x, const at::Tensor& z,
@@ -446,7 +478,7 @@ std::tuple<at::Tensor, at::Tensor> cpu_kmv_grad_xz(const at::Tensor& x, const at
 template <typename T>
 at::Tensor kernel_matrix_impl(const at::Tensor& x, const at::Tensor& z, const KernelInfo& k,
                               int rounding) {
-  const IsaTable* table = isa();
+  const IsaTable* table = selected_isa();
   const int nr = sizeof(T) == 4 ? table->nr_f32 : table->nr_f64;
   const int64_t n = x.size(0), m = z.size(0), d = x.size(1);
   const at::Tensor no_v = at::zeros({m, 1}, x.options());
@@ -493,7 +525,7 @@ at::Tensor cpu_kernel_matrix(const at::Tensor& x, const at::Tensor& z, int64_t k
   return kernel_matrix_impl<double>(x, z, k, rounding);
 }
 
-std::string cpu_isa() { return isa()->name; }
+std::string cpu_isa() { return selected_isa()->name; }
 
 }  // namespace
 }  // namespace kops_cpu
@@ -511,8 +543,9 @@ TORCH_LIBRARY_FRAGMENT(kops, m) {
   // K(x, z), (n, m), dtype of x.
   m.def("_cpu_kernel_matrix(Tensor x, Tensor z, int kernel, float scale, "
         "str precision=\"ieee\") -> Tensor");
-  // name of the instruction set the native CPU kernels use ("avx2" or "portable")
+  // name of the instruction set the native CPU kernels use ("avx512", "avx2" or "portable")
   m.def("_cpu_isa() -> str", &kops_cpu::cpu_isa);
+
 }
 
 TORCH_LIBRARY_IMPL(kops, CPU, m) {

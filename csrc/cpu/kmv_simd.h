@@ -1,7 +1,8 @@
-// SIMD vector types for the native CPU kernels: an AVX2+FMA implementation (compiled only
-// in the translation unit built with -mavx2 -mfma) and a portable one (plain loops over a
-// small array, which the compiler vectorises for the baseline ISA). Both have the same
-// width per dtype (8 floats, 4 doubles), so packed layouts do not depend on the ISA.
+// SIMD vector types for the native CPU kernels: an AVX-512 implementation (compiled only in
+// the translation unit built with -mavx512f ...), an AVX2+FMA one (the unit built with
+// -mavx2 -mfma) and a portable one (plain loops over a small array, which the compiler
+// vectorises for the baseline ISA). The width per dtype is 16 floats / 8 doubles for AVX-512
+// and 8 / 4 otherwise; the packed panel width follows it (IsaTable::nr_f32, nr_f64).
 //
 // Deliberately torch-free and std-template-free: this header is compiled with different
 // target flags in different translation units, and any inline function shared between
@@ -12,7 +13,7 @@
 #include <cstdint>
 #include <cstring>
 
-#if defined(KOPS_CPU_AVX2)
+#if defined(KOPS_CPU_AVX2) || defined(KOPS_CPU_AVX512)
 #include <immintrin.h>
 #endif
 
@@ -254,6 +255,8 @@ template <>
 struct Ops<float> : Avx2F {};
 template <>
 struct Ops<double> : Avx2D {};
+#elif defined(KOPS_CPU_AVX512)
+#include "kmv_simd_avx512.h"
 #else
 template <typename T>
 struct Ops;

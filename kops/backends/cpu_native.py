@@ -44,7 +44,7 @@ class CpuNativeBackend(Backend):
     """Backend "cpu": the fused C++ kernels of csrc/cpu."""
 
     name = "cpu"
-    description = "native C++ CPU kernels: fused cache-blocked tiles, AVX2/FMA microkernels, multi-threaded"
+    description = "native C++ CPU kernels: fused cache-blocked tiles, AVX-512 / AVX2 microkernels, multi-threaded"
     # float16 / bfloat16 are upcast to float32, as the reference does
     capabilities = Capabilities(
         devices=("cpu",),
@@ -70,7 +70,7 @@ class CpuNativeBackend(Backend):
         return cpu_crossover.native_preferred(case)
 
     def isa(self) -> str:
-        """The instruction set the kernels use here: "avx2" or "portable"."""
+        """The instruction set the kernels use here: "avx512", "avx2" or "portable"."""
         return str(torch.ops.kops._cpu_isa())
 
     def kmv(self, x, z, v, kernel, precision, out, alpha) -> None:
