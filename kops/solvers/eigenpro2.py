@@ -11,7 +11,8 @@ model as :class:`kops.ExactKernelRidge` without centers. Each epoch visits rando
 Preconditioner, batch and step (:mod:`kops.solvers.preconditioner`, :mod:`kops.solvers.stepsize`),
 with the ridge: ``mu_i = lambda_i + r / n``, ``d_i = (1 - mu_{q+1} / mu_i) / (lambda_i s)``,
 ``m = min(m*, 10000, n)`` with ``m* = (beta + r) / mu_{q+1}``, and
-``eta = min(1 / beta, 1.5 / (top(K_BB - K_BS E D E^T K_SB) + r))`` measured on one batch.
+``eta = min(1 / beta_G, 1 / (top(G) + r))``, ``G = K_BB - K_BS E D E^T K_SB`` measured on one
+batch and ``beta_G = max_i G_ii + r`` (:mod:`kops.solvers.stepsize`).
 Cost per batch O(m n d) kernel work; memory O(n (d + c)) plus the O(s q) preconditioner.
 """
 from __future__ import annotations
@@ -131,7 +132,7 @@ class EigenPro2(KernelModel):
             self.lambda_max_ = 1.0 / eta
         else:
             xb = X[torch.randperm(n, generator=gen)[:m].to(X.device)]
-            self.step_size_, self.lambda_max_ = measured_step(xb, P, rho=ridge, budget=budget // 2, generator=gen,
+            self.step_size_, self.lambda_max_ = measured_step(xb, P, rho=ridge, rho1=ridge, budget=budget // 2, generator=gen,
                                                               full_batch=m >= n)
             eta = self.step_size_
         self.centers_ = X

@@ -10,7 +10,7 @@ drawn from the centers (rows ``idx`` of Z), each batch B
     ridge (c = eta m r / n): alpha = (1 - c) alpha;  h -= c M E^T f(X_S)
     alpha -= K(Z, Z)^{-1} h                            # the projection, to tolerance
 
-Step: ``eta = min(1 / beta, 1.5 / (top(G_Z) + m r / n))`` for the preconditioned batch operator on the span
+Step: ``eta = min(1 / beta_G, 1 / (top(G_Z) + m r / n))`` for the preconditioned batch operator on the span
 of the centers (:mod:`kops.solvers.stepsize`); the preconditioner's spectrum is shifted by
 ``r / n``. The projection costs O(p^2 d) per batch (two GEMMs when ``K(Z, Z)`` fits the
 budget), which is what EigenPro 4 amortises.
@@ -86,16 +86,17 @@ class EigenPro3(ProjectedEigenPro):
     def _fit(self, X, Y):
         epochs = check_epochs(self.epochs)
         ridge = check_ridge(self.ridge)
-        Z, idx, P, M, projector, m = self._setup_projected(X, Y, ridge)
+        Z, corr, projector, m = self._setup_projected(X, Y, ridge)
         n, p, c = X.shape[0], Z.shape[0], Y.shape[1]
         eta, gen = self.step_size_, self.generator_
+        del self._probe
         self.weights_ = alpha = torch.zeros(p, c, dtype=X.dtype, device=X.device)
 
         def run_epoch(progress):
             perm = torch.randperm(n, generator=gen).to(X.device)
             done = 0
             for b in batches(perm, m):
-                projected_step(Z, alpha, idx, P, M, projector, X[b], Y[b], eta, ridge=ridge, n=n, kernel=self.kernel_)
+                projected_step(Z, alpha, corr, projector, X[b], Y[b], eta, ridge=ridge, n=n, kernel=self.kernel_)
                 done += b.shape[0]
                 progress.update(done)
 

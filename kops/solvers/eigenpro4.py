@@ -21,6 +21,11 @@ Cadence rules (the paper's, with its defects fixed):
   is at most ``(coeff - 1) p``, so a prediction costs at most ``coeff`` times the centers'.
   When ``p < m`` (T would be 0), T = 1: every batch is projected (EigenPro 3).
 * The pending buffer is also bounded by half the memory budget.
+* With the span preconditioner (p small enough for a float64 factor of ``K(Z, Z)``, see
+  :class:`~kops.solvers.projection.ProjectedEigenPro`) every projection is exact and costs
+  ``2 p^2 c`` flops, less than a batch's ``m p d`` kernel work, so the default T is 1.
+* With T > 1 the step also holds for the operator without the projection (the pending
+  part lives outside the span of the centers between projections).
 * The end of every epoch projects, so the fitted model lives on the centers only.
 
 Per batch one kernel block ``K(X_B, [Z; Z_tmp])`` serves both products when the budget holds
@@ -74,8 +79,9 @@ class EigenPro4(ProjectedEigenPro):
     device, dtype, random_state, memory_budget, eig_method, callback, verbose
         As in :class:`kops.EigenPro3`.
     projection_interval : int, optional
-        T, batches between projections; default ``max(1, (projection_coeff - 1) p // m)``,
-        reduced if the pending buffer (T m rows) would exceed half the memory budget.
+        T, batches between projections; default ``max(1, (projection_coeff - 1) p // m)``
+        (1 with the exact projection of small p), reduced if the pending buffer (T m rows)
+        would exceed half the memory budget.
         The end of every epoch also projects.
     projection_coeff : float, default 2
         The coefficient of the default T.
@@ -128,18 +134,24 @@ class EigenPro4(ProjectedEigenPro):
     def _fit(self, X, Y):
         epochs = check_epochs(self.epochs)
         ridge = check_ridge(self.ridge)
-        Z, idx, P, M, projector, m = self._setup_projected(X, Y, ridge)
+        Z, corr, projector, m = self._setup_projected(X, Y, ridge)
         n, d = X.shape
         p, c = Z.shape[0], Y.shape[1]
         budget = get_memory_budget(self.device_)
         row_bytes = X.element_size() * (d + c)
-        T = projection_interval(p, m, self.projection_coeff, self.projection_interval,
-                                max_rows=budget // 2 // row_bytes)
+        interval = self.projection_interval
+        if interval is None and self.span_preconditioner_:
+            interval = 1  # an exact projection costs less than a batch: no reason to delay it
+        T = projection_interval(p, m, self.projection_coeff, interval, max_rows=budget // 2 // row_bytes)
         self.projection_interval_ = T
+        if T > 1:
+            self._delayed_step(ridge, n)
+        del self._probe
         tile_budget = budget // 4
         self.block_reuse_ = reuse_kernel_block(m, p + T * m, d, X.element_size(), tile_budget, X.device)
-        state = DelayedProjection(Z, c, idx, P, M, projector, interval=T, batch_size=m, eta=self.step_size_,
-                                  ridge=ridge, n=n, budget=tile_budget, form=self.block_reuse_)
+        state = DelayedProjection(Z, c, corr, projector, interval=T, batch_size=m, eta=self.step_size_,
+                                  ridge=ridge, n=n, kernel=self.kernel_, budget=tile_budget,
+                                  form=self.block_reuse_)
         self.weights_ = state.alpha
         gen = self.generator_
 

@@ -14,7 +14,7 @@ estimated on a batch B of m points by ``K(., X_B) g + (m / n) r f``.
 The Nystrom sample X_S is a subset of the centers (row indices ``idx`` into Z), so
 ``K(X_S, X_B) g`` is read from the rows of ``K(Z, X_B) g``, never evaluated again. The
 preconditioner's correction is in the span of the centers, but it still goes through the
-projection, as its values ``M v`` on Z (``M = K(Z, X_S) E D``, p x q): D amplifies the
+projection, as its values on Z (``M v`` with ``M = K(Z, X_S) E D``, p x q): D amplifies the
 sample's small eigendirections, which an inexact projection does not reach, so adding the
 correction to ``alpha`` directly while projecting the rest diverges (measured: few Gaussian
 centers). Through the projection the two parts cancel as they should.
@@ -100,27 +100,32 @@ def eigenpro2_epoch(x, targets, weights, precond, nystrom_idx, batch_size, eta, 
     return seen
 
 
-def projected_step(Z, alpha, idx, precond, M, projector, xb, yb, eta, *, ridge=0.0, n=1, kernel=None):
+def _at(u, rows):
+    return u if rows is None else u[rows]
+
+
+def projected_step(Z, alpha, corr, projector, xb, yb, eta, *, ridge=0.0, n=1, kernel=None):
     """One EigenPro 3 step on the batch ``(xb, yb)``, in place on ``alpha`` (p x c).
 
-    ::
+    ``corr`` is the preconditioner seen from the centers
+    (:mod:`kops.solvers.center_preconditioner`): ``corr.correct(u[rows])`` gives the
+    correction's coefficients (on ``corr.rows``) and its values on Z. ::
 
         g      = K(X_B, Z) alpha - Y_B;   u = K(Z, X_B) g          # m x c, p x c
-        h      = eta (u - M E^T u[idx])                            # preconditioned, on Z
+        h      = eta (u - values(u))                               # preconditioned, on Z
         with a ridge, c = eta m r / n:
-            alpha = (1 - c) alpha;   h -= c M E^T f(X_S)           # preconditioned r f
+            alpha = (1 - c) alpha;   h -= c values(f(Z))            # preconditioned r f
         alpha -= K(Z, Z)^{-1} h                                    # the projection
 
     Returns ``||g||^2``.
     """
-    kernel = precond.kernel if kernel is None else kernel
     g = kmv(xb, Z, alpha, kernel)
     g -= yb
     u = kmv(Z, xb, g, kernel)
-    h = u.sub_(M @ precond.project(u[idx])).mul_(eta)
+    h = u.sub_(corr.correct(_at(u, corr.rows))[1]).mul_(eta)
     if ridge:
         c = eta * xb.shape[0] * ridge / n
-        h.sub_(M @ precond.project(projector.rows(idx, alpha)), alpha=c)
+        h.sub_(corr.correct(projector.rows(corr.rows, alpha))[1], alpha=c)
         alpha.mul_(1.0 - c)
     alpha.sub_(projector.solve(h))
     return float(g.square().sum())
@@ -129,38 +134,33 @@ def projected_step(Z, alpha, idx, precond, M, projector, xb, yb, eta, *, ridge=0
 class DelayedProjection:
     """EigenPro 4's state: the model on the centers plus a pending part, projected every T batches.
 
-    The model is ``f = K(., Z) alpha + K(., Z_tmp) a_tmp``: ONE preallocated buffer of points
-    ``[Z; Z_tmp]`` (p + T m rows) and one of weights ``[alpha; a_tmp]``; the pending rows sit
-    last, so the live model is a prefix of the buffers and nothing is concatenated per step.
+    The model is ``f = K(., Z) (alpha + a_c) + K(., Z_tmp) a_tmp``: ONE preallocated buffer of
+    points ``[Z; Z_tmp]`` (p + T m rows) and one of weights ``[alpha; a_tmp]``; the pending
+    rows sit last, so the live model is a prefix of the buffers and nothing is concatenated
+    per step. ``a_c`` holds the preconditioner's pending corrections (on ``corr.rows``; the
+    Nystrom points for EigenPro's sample preconditioner); it is kept inside the weight
+    buffer, so the prediction is one product, and taken out again at the projection.
     ``h`` (p x c) caches the pending part's values on Z ("cached predictions"), so the
     projection never evaluates the pending model. One step on a batch B of m points::
 
-        g   = K(X_B, [Z; Z_tmp]) [alpha; a_tmp] + K(X_B, X_S) a_S - Y_B   # formed block, or fused
-        u   = K(Z, X_B) g                                  # the same block, transposed
-        v   = E^T u[idx]                                   # X_S is a subset of Z
-        h  -= eta (u - M v);  append X_B to Z_tmp with weights -eta g;  a_S += eta E D v
-        with a ridge (c = eta m r / n): every weight, a_S and h scale by (1 - c), and
-        h += c M E^T f(X_S), a_S += c E D E^T f(X_S), f(X_S) = K(X_S, Z) alpha + h[idx]
+        g   = K(X_B, [Z; Z_tmp]) [alpha + a_c; a_tmp] - Y_B  # formed block, or fused
+        u   = K(Z, X_B) g                                    # the same block, transposed
+        coef, values = corr.correct(u[rows])
+        h  -= eta (u - values);  a_c += eta coef;  append X_B to Z_tmp with weights -eta g
+        with a ridge (c = eta m r / n): every weight and h scale by (1 - c), and the
+        preconditioned pull of f(Z[rows]) = K(Z[rows], Z) alpha + h[rows] is added likewise
 
     and :meth:`project` (every T batches and at the end of each epoch)::
 
-        alpha += w ~ K(Z, Z)^{-1} h;   clear Z_tmp, a_tmp, a_S, h
-
-    The Nystrom weights a_S are kept inside ``alpha[idx]`` (so the prediction is one prefix
-    of the buffers) and taken out again at the projection, whose h already holds them.
+        alpha += w ~ K(Z, Z)^{-1} h;   clear Z_tmp, a_tmp, a_c, h
 
     Parameters
     ----------
     Z : Tensor (p, d)
     c : int
         Outputs.
-    idx : Tensor (s,), long
-        The Nystrom sample's rows in Z.
-    precond : NystromPreconditioner
-        The data preconditioner, built on ``Z[idx]``.
-    M : Tensor (p, q)
-        ``K(Z, X_S) E D``.
-    projector : CenterProjector
+    corr : SampleCorrection or SpanPreconditioner
+    projector : CenterProjector or CholeskyProjector
     interval : int
         T, batches between projections.
     batch_size : int
@@ -169,17 +169,17 @@ class DelayedProjection:
     ridge : float
     n : int
         Training points (the ridge's weight per batch is m / n).
+    kernel : kops.Kernel
     budget : int
         Bytes for one formed kernel tile.
     form : bool
         Form the kernel block once per batch (see :func:`reuse_kernel_block`).
     """
 
-    def __init__(self, Z, c, idx, precond, M, projector, *, interval, batch_size, eta, ridge=0.0, n=1,
+    def __init__(self, Z, c, corr, projector, *, interval, batch_size, eta, ridge=0.0, n=1, kernel,
                  budget, form):
         p, d = Z.shape
-        self.p, self.idx, self.P, self.M, self.projector = p, idx, precond, M, projector
-        self.kernel = precond.kernel
+        self.p, self.corr, self.projector, self.kernel = p, corr, projector, kernel
         self.T, self.eta, self.ridge, self.n = interval, eta, ridge, n
         self.budget, self.form = budget, form
         cap = p + interval * batch_size
@@ -188,8 +188,10 @@ class DelayedProjection:
         self.wts = torch.zeros(cap, c, dtype=Z.dtype, device=Z.device)
         self.alpha = self.wts[:p]
         self.h = torch.zeros(p, c, dtype=Z.dtype, device=Z.device)
-        self.a_s = torch.zeros(idx.shape[0], c, dtype=Z.dtype, device=Z.device)  # also inside alpha[idx]
-        self.f_s = torch.zeros(idx.shape[0], c, dtype=Z.dtype, device=Z.device) if ridge else None
+        rows = corr.rows
+        k = p if rows is None else rows.shape[0]
+        self.a_c = torch.zeros(k, c, dtype=Z.dtype, device=Z.device)
+        self.f_rows = torch.zeros(k, c, dtype=Z.dtype, device=Z.device) if ridge else None  # K(Z[rows], Z) alpha
         self.end, self.pending, self.n_projections = p, 0, 0
 
     def _gradient(self, xb, yb):
@@ -210,29 +212,34 @@ class DelayedProjection:
             g[r0 : r0 + rows] = gt
         return g, u
 
+    def _add_coef(self, coef):
+        if self.corr.rows is None:
+            self.alpha.add_(coef)
+        else:
+            self.alpha.index_add_(0, self.corr.rows, coef)
+        self.a_c += coef
+
     def step(self, xb, yb) -> float:
         """One batch; projects when T batches are pending. Returns ``||g||^2``."""
-        eta, mb, P = self.eta, xb.shape[0], self.P
+        eta, mb, rows = self.eta, xb.shape[0], self.corr.rows
         g, u = self._gradient(xb, yb)
-        v = P.project(u[self.idx])
-        delta = P.coefficients(v).mul_(eta)  # the Nystrom weights' change
-        pull = None
+        coef, values = self.corr.correct(_at(u, rows))
+        coef.mul_(eta)
         if self.ridge:
             c = eta * mb * self.ridge / self.n
-            pull = P.project(self.f_s + self.h[self.idx]).mul_(c)  # c E^T f(X_S), before the step
-            self.wts[: self.end].mul_(1.0 - c)  # alpha (a_S included) and a_tmp
-            self.a_s.mul_(1.0 - c)
+            pull_coef, pull_values = self.corr.correct(self.f_rows + _at(self.h, rows))  # f before the step
+            self.wts[: self.end].mul_(1.0 - c)  # alpha (a_c included) and a_tmp
+            self.a_c.mul_(1.0 - c)
             self.h.mul_(1.0 - c)
-            self.f_s.mul_(1.0 - c)
-            delta += P.coefficients(pull)
-            v.add_(pull, alpha=1.0 / eta)
-        self.h.sub_(u.sub_(self.M @ v), alpha=eta)
+            self.f_rows.mul_(1.0 - c)
+            coef.add_(pull_coef, alpha=c)
+            values.add_(pull_values, alpha=c / eta)
+        self.h.sub_(u.sub_(values), alpha=eta)
         end = self.end
         self.pts[end : end + mb] = xb
         self.wts[end : end + mb] = g * (-eta)
         self.end, self.pending = end + mb, self.pending + 1
-        self.alpha.index_add_(0, self.idx, delta)
-        self.a_s += delta
+        self._add_coef(coef)
         if self.pending == self.T:
             self.project()
         return float(g.square().sum())
@@ -241,12 +248,12 @@ class DelayedProjection:
         """Move the pending part onto the centers: ``alpha += K(Z, Z)^{-1} h``; clear it."""
         if not self.pending:
             return
-        self.alpha.index_add_(0, self.idx, self.a_s, alpha=-1.0)
+        self._add_coef(-self.a_c)
+        self.a_c.zero_()
         self.alpha.add_(self.projector.solve(self.h))
         self.wts[self.p : self.end].zero_()
-        self.a_s.zero_()
         self.h.zero_()
         self.end, self.pending = self.p, 0
         self.n_projections += 1
         if self.ridge:
-            self.f_s.copy_(self.projector.rows(self.idx, self.alpha))
+            self.f_rows.copy_(self.projector.rows(self.corr.rows, self.alpha))

@@ -26,6 +26,7 @@ from ..ops import kernel_matrix, kmv
 from ._sampling import nystrom_sample, select_centers
 from ._validation import default_count
 from .base import KernelModel
+from .center_preconditioner import CholeskyProjector, SampleCorrection, SpanPreconditioner, cholesky_factor
 from .iterations import eigenpro2_epoch
 from .preconditioner import STEP_FACTOR, NystromPreconditioner, top_eigenvalue
 from .stepsize import MAX_BATCH, batch_size_for, measured_step
@@ -91,7 +92,7 @@ class CenterProjector:
             self.batch_size = batch_size_for(preconditioner, p, None, Z.element_size() * (Z.shape[1] + 8),
                                              budget // 4)
             xb = Z[torch.randperm(p, generator=generator)[: self.batch_size].to(Z.device)]
-            self.step_size, _ = measured_step(xb, preconditioner, rho=0.0, budget=budget // 4, generator=generator)
+            self.step_size, _ = measured_step(xb, preconditioner, rho=0.0, rho1=0.0, budget=budget // 4, generator=generator)
         self.steps_, self.residuals_ = [], []
 
     # products with K(Z, Z) and its rows at the sample
@@ -157,40 +158,95 @@ class CenterProjector:
 
 
 class ProjectedEigenPro(KernelModel):
-    """Common parameters and set-up of :class:`EigenPro3` and :class:`EigenPro4`."""
+    """Common parameters and set-up of :class:`EigenPro3` and :class:`EigenPro4`.
+
+    Two set-ups, chosen by the memory budget:
+
+    * ``8 p^2`` bytes fit a quarter of the budget (small and moderate p): a float64
+      Cholesky factor of ``K(Z, Z)`` gives the span preconditioner (the data's top
+      eigenfunctions on the span of the centers, from a sample of X) and exact projections
+      (:mod:`kops.solvers.center_preconditioner`).
+    * otherwise: EigenPro's Nystrom preconditioner on a sample of the centers and the
+      iterative :class:`CenterProjector` (tolerance ``projection_tol``).
+    """
 
     def _setup_projected(self, X, Y, ridge):
-        """Centers, data preconditioner, projector, batch size and step size."""
+        """Centers, the correction on the centers, the projector, batch size and step size."""
         n, d = X.shape
         c = Y.shape[1]
         gen = self.generator_
         Z, _ = select_centers(self.centers, X, gen)
         p = Z.shape[0]
+        budget = get_memory_budget(self.device_)
+        tol = check_tol(getattr(self, "projection_tol", PROJECTION_TOL))
         # The Nystrom sample is drawn from the centers: then the preconditioner maps the span
         # of the centers to itself, commutes with the projection, and the iteration's fixed
         # point is exactly the least-squares model on Z (a sample from outside span Z would
-        # bias it). With centers drawn from X it is also a random sample of X, so its spectrum
-        # estimates the data's. The same eigensystem serves the projection (without shift).
+        # bias it). With centers drawn from X it is also a random sample of X.
         idx, s, q = nystrom_sample(p, self.n_nystrom, self.n_components, gen)
         idx = idx.to(self.device_)
-        budget = get_memory_budget(self.device_)
-        P = NystromPreconditioner(Z[idx], self.kernel_, n_components=q, shift=ridge / n, diag_ridge=ridge / n,
-                                  eig_method=self.eig_method, generator=gen)
-        m = batch_size_for(P, n, self.batch_size, X.element_size() * (d + 4 * c), budget // 4)
-        # The projection solves K(Z, Z) w = h: no ridge, so its own (unshifted) preconditioner.
-        P_proj = P if not ridge else NystromPreconditioner(Z[idx], self.kernel_, n_components=q,
-                                                           eigensystem=P.eigensystem)
-        tol = getattr(self, "projection_tol", PROJECTION_TOL)
-        projector = CenterProjector(Z, P_proj, idx, generator=gen, budget=budget, tol=tol,
-                                    max_steps=getattr(self, "projection_steps", None))
+        self.span_preconditioner_ = 8 * p * p <= budget // 4
+        if self.span_preconditioner_:
+            L, jitter = cholesky_factor(Z, self.kernel_, budget // 4)
+            data_idx, s_data, _ = nystrom_sample(n, self.n_nystrom, self.n_components, gen)
+            corr = SpanPreconditioner(Z, X[data_idx.to(self.device_)], self.kernel_, q, L, shift=ridge / n,
+                                      diag_ridge=ridge / n)
+            corr.kernel = self.kernel_
+            projector = CholeskyProjector(Z, self.kernel_, L, jitter)
+
+            def inverse(v):
+                return torch.cholesky_solve(v, L)
+        else:
+            P = NystromPreconditioner(Z[idx], self.kernel_, n_components=q, eig_method=self.eig_method,
+                                      generator=gen)
+            # The data correction is shifted by the ridge; the projection (K(Z, Z) w = h) is not.
+            P_data = P if not ridge else NystromPreconditioner(Z[idx], self.kernel_, n_components=q,
+                                                               shift=ridge / n, diag_ridge=ridge / n,
+                                                               eigensystem=P.eigensystem)
+            projector = CenterProjector(Z, P, idx, generator=gen, budget=budget, tol=tol,
+                                        max_steps=getattr(self, "projection_steps", None))
+            M = projector.cols(idx, P_data.ED)  # K(Z, X_S) E D: the correction's values on Z
+            corr = SampleCorrection(P_data, idx, M)
+            corr.kernel = self.kernel_
+            inverse = None
+        m = batch_size_for(corr, n, self.batch_size, X.element_size() * (d + 4 * c), budget // 4)
         xb = X[torch.randperm(n, generator=gen)[:m].to(X.device)]
-        eta, top = measured_step(xb, P, rho=m * ridge / n, budget=budget // 2, generator=gen, centers=Z,
-                                 sample_in_centers=idx, full_batch=m >= n)
-        self.preconditioner_ = P
+        if inverse is not None:
+            eta, top = measured_step(xb, corr, rho=m * ridge / n, rho1=ridge / n, budget=budget // 2, generator=gen, centers=Z,
+                                     correction=corr, inverse=inverse, full_batch=m >= n)
+        else:  # the upper bound without the projection
+            eta, top = measured_step(xb, P_data, rho=m * ridge / n, rho1=ridge / n, budget=budget // 2, generator=gen,
+                                     full_batch=m >= n)
+        self._probe = (xb, corr, inverse)
+        self.preconditioner_ = corr if self.span_preconditioner_ else P_data
         self.projector_ = projector
         self.batch_size_ = m
         self.step_size_ = eta
         self.lambda_max_ = top
         self.centers_ = Z
-        M = projector.cols(idx, P.ED)  # K(Z, X_S) E D: the correction's values on the centers
-        return Z, idx, P, M, projector, m
+        return Z, corr, projector, m
+
+
+    def _delayed_step(self, ridge, n):
+        """EigenPro 4 with T > 1: the step must also hold between projections, where the
+        pending part lives outside the span of the centers (the unprojected operator)."""
+        xb, corr, inverse = self._probe
+        if inverse is None:  # the sample set-up already measured the unprojected bound
+            return self.step_size_
+        m = xb.shape[0]
+        eta, top = measured_step(xb, corr, rho=m * ridge / n, rho1=ridge / n,
+                                 budget=get_memory_budget(self.device_) // 2, generator=self.generator_,
+                                 centers=self.centers_, correction=corr, inverse=inverse, projected=False)
+        if eta < self.step_size_:
+            self.step_size_, self.lambda_max_ = eta, top
+        return self.step_size_
+
+
+def check_tol(tol) -> float:
+    try:
+        t = float(tol)
+    except (TypeError, ValueError):
+        raise ValueError(f"projection_tol must be a number in (0, 1), got {tol!r}") from None
+    if not 0.0 < t < 1.0:
+        raise ValueError(f"projection_tol must be a number in (0, 1), got {tol!r}")
+    return t
