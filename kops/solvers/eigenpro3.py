@@ -45,7 +45,7 @@ class EigenPro3(ProjectedEigenPro):
     projection_tol : float, default 1e-3
         Each projection stops at this relative residual ``||K(Z, Z) w - h|| / ||h||``.
     projection_steps : int, optional
-        Most steps per projection (default 100 with ``K(Z, Z)`` formed, else 8).
+        Most steps per projection (default 10 with ``K(Z, Z)`` formed, else 4).
     ridge : float, default 0
         The ridge term of the objective above.
 

@@ -89,7 +89,7 @@ class EigenPro4(ProjectedEigenPro):
         Each projection stops at this relative residual ``||K(Z, Z) w - h|| / ||h||``
         (the accuracy knob: 1e-3 reaches the exact model on the centers).
     projection_steps : int, optional
-        Most steps per projection (default 100 with ``K(Z, Z)`` formed, else 8).
+        Most steps per projection (default 10 with ``K(Z, Z)`` formed, else 4).
 
     Attributes
     ----------

@@ -89,7 +89,7 @@ class NystromPreconditioner:
     """
 
     def __init__(self, x_s, kernel, bandwidth=None, n_components: int = 150, *, shift: float = 0.0,
-                 diag_ridge: float = 0.0, eig_method: str = "auto", eig_tol: float = 1e-4, generator=None,
+                 diag_ridge: float = 0.0, eig_method: str = "auto", eig_tol: float = 1e-3, generator=None,
                  eigensystem: Eigensystem | None = None):
         t0 = time.perf_counter()
         self.kernel = kernel_of(kernel, bandwidth)

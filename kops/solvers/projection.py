@@ -12,8 +12,8 @@ The projection's own step follows the same rule as the outer one
 ``eta = STEP_FACTOR / lambda_max(G)`` with ``lambda_max(G)`` measured by power iteration
 (exactly ``p mu_{q+1}`` when the sample is all of Z).
 
-``K(Z, Z)`` is formed once (in the training dtype) when ``p^2`` entries fit half the memory
-budget; every projection step is then two GEMMs, so the projection is cheap and accurate.
+``K(Z, Z)`` (and its rows at the sample) is formed once (in the training dtype) when
+``(p + s) p`` entries fit half the memory budget; every projection step is then two GEMMs.
 Otherwise each step is fused products (``O(p^2 d)``), and when p exceeds the batch cap
 (10,000) steps are EigenPro 2 epochs over mini-batches.
 """
@@ -62,7 +62,7 @@ class CenterProjector:
     tol : float
         Relative residual at which a projection stops.
     max_steps : int, optional
-        Most steps per projection (default 100 with ``K(Z, Z)`` formed, 8 without).
+        Most steps per projection (default 10 with ``K(Z, Z)`` formed, 4 without).
 
     Attributes
     ----------
@@ -80,12 +80,15 @@ class CenterProjector:
         self.kernel = preconditioner.kernel
         self.generator = generator
         self.tol = float(tol)
-        self.formed = p * p * Z.element_size() <= budget // 2
+        s = nystrom_idx.shape[0]
+        self.formed = (p + s) * p * Z.element_size() <= budget // 2
         self.K = _form(Z, self.kernel, budget // 2) if self.formed else None
-        self.max_steps = default_count(max_steps, 100 if self.formed else 8, 10**6, "projection_steps")
+        self.KS = self.K[nystrom_idx].contiguous() if self.formed else None  # K(X_S, Z), read every step
+        self.max_steps = default_count(max_steps, 10 if self.formed else 4, 10**6, "projection_steps")
         self.full_batch = p <= MAX_BATCH
         if self.full_batch:
-            top = top_eigenvalue(self._G, p, dtype=Z.dtype, device=Z.device, generator=generator, iterations=16)
+            top = top_eigenvalue(self._G, p, dtype=Z.dtype, device=Z.device, generator=generator,
+                                 iterations=12 if self.formed else 6)
             self.step_size = STEP_FACTOR / top if top > 0 else 1.0 / p
             self.batch_size = p
         else:
@@ -100,12 +103,12 @@ class CenterProjector:
         return self.K @ V if self.formed else kmv(self.Z, self.Z, V, self.kernel)
 
     def _KS(self, V):  # K(X_S, Z) V
-        return self.K[self.idx] @ V if self.formed else kmv(self.Z[self.idx], self.Z, V, self.kernel)
+        return self.KS @ V if self.formed else kmv(self.Z[self.idx], self.Z, V, self.kernel)
 
     def _G(self, V):
         KV = self._K(V)
         corr = self.P.coefficients(self.P.project(KV[self.idx]))
-        return KV - self._K_cols(corr)
+        return KV - (self.KS.T @ corr if self.formed else self._K_cols(corr))
 
     def cols(self, idx, a):
         """``K(Z, Z[idx]) a``."""
@@ -212,10 +215,10 @@ class ProjectedEigenPro(KernelModel):
         m = batch_size_for(corr, n, self.batch_size, X.element_size() * (d + 4 * c), budget // 4)
         xb = X[torch.randperm(n, generator=gen)[:m].to(X.device)]
         if inverse is not None:
-            eta, top = measured_step(xb, corr, rho=m * ridge / n, rho1=ridge / n, budget=budget // 2, generator=gen, centers=Z,
+            eta, top = measured_step(xb, corr, rho=m * ridge / n, rho1=ridge / n, budget=budget, generator=gen, centers=Z,
                                      correction=corr, inverse=inverse, full_batch=m >= n)
         else:  # the upper bound without the projection
-            eta, top = measured_step(xb, P_data, rho=m * ridge / n, rho1=ridge / n, budget=budget // 2, generator=gen,
+            eta, top = measured_step(xb, P_data, rho=m * ridge / n, rho1=ridge / n, budget=budget, generator=gen,
                                      full_batch=m >= n)
         self._probe = (xb, corr, inverse)
         self.preconditioner_ = corr if self.span_preconditioner_ else P_data

@@ -122,17 +122,28 @@ def measured_step(xb, precond, *, rho: float, rho1: float, budget: int, generato
 
         KsS = kernel_matrix(xb[:DIAG_ROWS], P.x, k)
         diag = P.kernel_diag - ((KsS @ P.E).square() * P.D).sum(1)
-        if (m * m + m * s) * elt <= budget:
-            KBB = kernel_matrix(xb, xb, k)
-            KBS = kernel_matrix(xb, P.x, k)
+        # Formed blocks (kernel_matrix is far faster than repeated fused products at large d).
+        # When the batch's blocks do not fit, a sub-batch of m' rows does: lambda_max is
+        # subadditive over the batch's points, so (m / m') lambda_max(m') bounds lambda_max(m).
+        sub = m
+        while sub > DIAG_ROWS and (sub * sub + sub * s) * elt > budget:
+            sub //= 2
+        scale = m / sub
+        xs = xb[:sub]
+        if (sub * sub + sub * s) * elt <= budget:
+            KBB = kernel_matrix(xs, xs, k)
+            KBS = kernel_matrix(xs, P.x, k)
 
             def apply(V):
                 return KBB @ V - KBS @ correction_of(KBS.T @ V)
         else:
             def apply(V):
-                return kmv(xb, xb, V, k) - kmv(xb, P.x, correction_of(kmv(P.x, xb, V, k)), k)
+                return kmv(xs, xs, V, k) - kmv(xs, P.x, correction_of(kmv(P.x, xs, V, k)), k)
 
-    top = top_eigenvalue(apply, m, dtype=dt, device=dev, generator=generator) + rho
+        top = scale * top_eigenvalue(apply, sub, dtype=dt, device=dev, generator=generator, iterations=8) + rho
+        m = 0  # measured above
+    if m:
+        top = top_eigenvalue(apply, m, dtype=dt, device=dev, generator=generator, iterations=8) + rho
     if not top > 0:
         top = P.beta + rho
     eta = factor / top
