@@ -36,13 +36,20 @@ def batches(perm: torch.Tensor, size: int):
         yield perm[start : start + size]
 
 
-def nystrom_sample(n: int, n_nystrom, n_components, generator, name_s="n_nystrom", name_q="n_components"):
+def nystrom_sample(n: int, n_nystrom, n_components, generator, name_s="n_nystrom", name_q="n_components",
+                   budget: int | None = None):
     """Indices S (a random subset of range(n)) of the Nystrom sample and the clipped (s, q).
 
-    ``s`` defaults to min(3000, n); a user value above n is clipped with a warning.
+    ``s`` defaults to min(3000, n), and with a ``budget`` to at most what the matrix-free
+    eigensolver's block Krylov basis (16 blocks of s x (q + 16 + q / 10) doubles) can hold in
+    half of it; a user value above n is clipped with a warning.
     ``q`` defaults to min(150, s - 1); a user value >= s raises ValueError.
     """
-    s = default_count(n_nystrom, NYSTROM_SAMPLE, n, name_s)
+    default = NYSTROM_SAMPLE
+    if budget is not None and n_nystrom is None:
+        q0 = COMPONENTS if n_components is None else int(n_components)
+        default = max(2 * q0 + 2, min(default, (budget // 2) // (8 * 16 * (q0 + 17 + q0 // 10))))
+    s = default_count(n_nystrom, default, n, name_s)
     if s < 2:
         raise ValueError(f"the Nystrom preconditioner needs at least 2 points, got {name_s} = {s}")
     if n_components is not None and not isinstance(n_components, bool) and isinstance(n_components, int) \

@@ -119,9 +119,9 @@ class EigenPro2(KernelModel):
         n, d = X.shape
         c = Y.shape[1]
         gen = self.generator_
-        idx, s, q = nystrom_sample(n, self.n_nystrom, self.n_components, gen)
-        idx = idx.to(self.device_)
         budget = get_memory_budget(self.device_)
+        idx, s, q = nystrom_sample(n, self.n_nystrom, self.n_components, gen, budget=budget)
+        idx = idx.to(self.device_)
         self.preconditioner_ = P = NystromPreconditioner(X[idx], self.kernel_, n_components=q, shift=ridge / n,
                                                          diag_ridge=ridge, eig_method=self.eig_method,
                                                          generator=gen)

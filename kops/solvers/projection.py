@@ -186,12 +186,12 @@ class ProjectedEigenPro(KernelModel):
         # of the centers to itself, commutes with the projection, and the iteration's fixed
         # point is exactly the least-squares model on Z (a sample from outside span Z would
         # bias it). With centers drawn from X it is also a random sample of X.
-        idx, s, q = nystrom_sample(p, self.n_nystrom, self.n_components, gen)
+        idx, s, q = nystrom_sample(p, self.n_nystrom, self.n_components, gen, budget=budget)
         idx = idx.to(self.device_)
         self.span_preconditioner_ = 8 * p * p <= budget // 4
         if self.span_preconditioner_:
             L, jitter = cholesky_factor(Z, self.kernel_, budget // 4)
-            data_idx, s_data, _ = nystrom_sample(n, self.n_nystrom, self.n_components, gen)
+            data_idx, s_data, _ = nystrom_sample(n, self.n_nystrom, self.n_components, gen, budget=budget)
             corr = SpanPreconditioner(Z, X[data_idx.to(self.device_)], self.kernel_, q, L, shift=ridge / n,
                                       diag_ridge=ridge / n)
             corr.kernel = self.kernel_
