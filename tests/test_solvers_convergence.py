@@ -49,7 +49,9 @@ def _check(model, exact, X, tol):
     assert rel < tol, f"fitted values {rel:.3g} from the exact model (tolerance {tol})"
     objective = [r["objective"] for r in model.history_]
     assert all(np.isfinite(objective))
-    growth = max([b / a for a, b in zip(objective, objective[1:])], default=1.0)
+    # Below this the objective is rounding (an interpolating fit reaches 1e-32).
+    floor = 0.5 * float(want.square().sum(1).mean()) * (1e-12 if model.dtype_ == torch.float64 else 1e-6)
+    growth = max([b / a for a, b in zip(objective, objective[1:]) if a > floor], default=1.0)
     assert growth <= GROWTH, f"objective grew by {growth:.4f} in one epoch"
 
 
@@ -79,8 +81,8 @@ def test_larger_problem_with_mini_batches():
     X, Y = _problem(3000, 4, "regression", seed=1)
     Z = X[:1000]
     exact = kops.ExactKernelRidge("laplacian", 2.0, centers=Z, ridge=1e-3).fit(X, Y)
-    model = kops.EigenPro4("laplacian", 2.0, centers=Z, ridge=1e-3, epochs=8, batch_size=250, random_state=0,
-                           memory_budget="8MB").fit(X, Y)
+    model = kops.EigenPro4("laplacian", 2.0, centers=Z, ridge=1e-3, epochs=8, batch_size=250, n_nystrom=1000,
+                           random_state=0, memory_budget="8MB").fit(X, Y)
     assert not model.span_preconditioner_ and model.projection_interval_ > 1
     fitted = torch.as_tensor(model.decision_function(X)).double()
     want = torch.as_tensor(exact.decision_function(X)).double()

@@ -217,12 +217,18 @@ class KernelModel(_Base):
         epoch: metrics and the objective (``history_``), the divergence check, the callback.
         The objective is ``1/2 mean_i (f(x_i) - y_i)^2 + r / (2 n) alpha^T K(Z, Z) alpha``
         (summed over outputs; the mean over the metrics subset), i.e. ``L(alpha) / n``. When it
-        is not finite, or larger than ``DIVERGENCE_FACTOR`` times its best value so far,
-        the weights of the last good epoch are restored and DivergenceError is raised.
+        is not finite, or larger than ``DIVERGENCE_FACTOR`` times its best value so far (and
+        above ``1000 eps`` times the zero model's objective, below which changes are
+        rounding), the weights of the last good epoch are restored and DivergenceError is
+        raised.
         """
         name = type(self).__name__
         self._ridge, self._n = ridge, n
         best, good = float("inf"), self.weights_.clone()
+        # Growth below rounding level of the zero model's objective is noise, not divergence
+        # (an interpolating fit reaches 1e-32).
+        Ye = self._eval[1]
+        floor = 0.5 * float(Ye.square().sum(1).mean()) * 1e3 * torch.finfo(Ye.dtype).eps
         for epoch in range(1, epochs + 1):
             t0 = time.perf_counter()
             progress = Progress(n, f"{name} epoch {epoch}", bool(getattr(self, "verbose", 0)))
@@ -230,7 +236,7 @@ class KernelModel(_Base):
             progress.close()
             stop = self._end_epoch(epoch, time.perf_counter() - t0, check=False)
             objective = self.history_[-1]["objective"]
-            if not math.isfinite(objective) or objective > DIVERGENCE_FACTOR * best:
+            if not math.isfinite(objective) or objective > max(DIVERGENCE_FACTOR * best, floor):
                 self.weights_.copy_(good)
                 raise DivergenceError(
                     f"{name} diverged in epoch {epoch}: the objective went from {best:.4g} to {objective:.4g}. "
