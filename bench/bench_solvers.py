@@ -67,7 +67,7 @@ def run_case(case: dict) -> dict:
         elif case["solver"] == "eigenpro2":
             model = kops.EigenPro2("laplacian", bw, epochs=case["epochs"], **common)
         elif case["solver"] == "eigenpro3":
-            model = kops.EigenPro3("laplacian", bw, centers=p, epochs=case["epochs"], projection_epochs=1, **common)
+            model = kops.EigenPro3("laplacian", bw, centers=p, epochs=case["epochs"], **common)
         else:
             model = kops.EigenPro4("laplacian", bw, centers=p, epochs=case["epochs"], **common)
         model.fit(Xtr, ytr, Xte, yte)

@@ -14,7 +14,6 @@ Targets (``task``):
 """
 from __future__ import annotations
 
-import contextlib
 import inspect
 import math
 import sys
@@ -25,7 +24,8 @@ import torch
 
 from ..config import memory_budget
 from ..ops import kmv
-from ._utils import check_X, check_y, encode_targets, kernel_of, make_generator, resolve_device, resolve_dtype
+from ._sampling import make_generator
+from ._validation import check_X, check_y, encode_targets, kernel_of, resolve_device, resolve_dtype
 
 try:  # scikit-learn is optional: get_params / set_params / clone / check_estimator when present
     from sklearn.base import BaseEstimator as _Base
@@ -54,14 +54,50 @@ except ImportError:  # pragma: no cover - exercised only without scikit-learn
             args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
             return f"{type(self).__name__}({args})"
 
-__all__ = ["KernelModel", "NotFittedError"]
+__all__ = ["KernelModel", "NotFittedError", "DivergenceError", "Progress"]
 
 #: training points on which per-epoch training metrics are measured (a fixed random subset)
 EVAL_SAMPLES = 10_000
+#: the fit stops with DivergenceError when the objective exceeds this factor times its best
+DIVERGENCE_FACTOR = 2.0
 
 
 class NotFittedError(ValueError, AttributeError):
     """Raised by predict / score before fit (a ValueError and AttributeError, like sklearn's)."""
+
+
+class DivergenceError(RuntimeError):
+    """Raised when the objective becomes non-finite or grows; the estimator keeps the weights
+    of its last good epoch (``weights_``, ``history_``), so it can still predict."""
+
+
+class Progress:
+    """A one-line progress display on stderr, only when stderr is a terminal."""
+
+    def __init__(self, total: int, label: str, enabled: bool):
+        self.total, self.label = total, label
+        self.enabled = enabled and sys.stderr.isatty()
+        self.start = time.perf_counter()
+        self._last = 0.0
+
+    def update(self, done: int) -> None:
+        if not self.enabled:
+            return
+        now = time.perf_counter()
+        if now - self._last < 0.2 and done < self.total:
+            return
+        self._last = now
+        frac = done / max(1, self.total)
+        bar = "#" * int(20 * frac)
+        sys.stderr.write(f"\r{self.label} [{bar:20s}] {done}/{self.total} {now - self.start:6.1f} s")
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            sys.stderr.write("\r" + " " * 70 + "\r")
+            sys.stderr.flush()
+
+
 
 
 def median_bandwidth(X: torch.Tensor, generator: torch.Generator, sample: int = 1000) -> float:
@@ -149,8 +185,7 @@ class KernelModel(_Base):
         -------
         self
         """
-        budget = getattr(self, "memory_budget", None)
-        with memory_budget(budget) if budget is not None else contextlib.nullcontext():
+        with memory_budget(getattr(self, "memory_budget", None)):
             return self._fit_within_budget(X, y, X_val, y_val)
 
     def _fit_within_budget(self, X, y, X_val, y_val):
@@ -174,9 +209,53 @@ class KernelModel(_Base):
     def _fit(self, X, Y):  # pragma: no cover - abstract
         raise NotImplementedError
 
+    # ------------------------------------------------------------------ epoch loop
+    def _run_epochs(self, epochs: int, n: int, run_epoch, ridge: float = 0.0) -> None:
+        """The epoch loop shared by the iterative solvers.
+
+        ``run_epoch(progress)`` runs one epoch and leaves ``weights_`` current. After each
+        epoch: metrics and the objective (``history_``), the divergence check, the callback.
+        The objective is ``1/2 mean_i (f(x_i) - y_i)^2 + r / (2 n) alpha^T K(Z, Z) alpha``
+        (summed over outputs; the mean over the metrics subset), i.e. ``L(alpha) / n``. When it
+        is not finite, or larger than ``DIVERGENCE_FACTOR`` times its best value so far (and
+        above ``1000 eps`` times the zero model's objective, below which changes are
+        rounding), the weights of the last good epoch are restored and DivergenceError is
+        raised.
+        """
+        name = type(self).__name__
+        self._ridge, self._n = ridge, n
+        best, good = float("inf"), self.weights_.clone()
+        # Growth below rounding level of the zero model's objective is noise, not divergence
+        # (an interpolating fit reaches 1e-32).
+        Ye = self._eval[1]
+        floor = 0.5 * float(Ye.square().sum(1).mean()) * 1e3 * torch.finfo(Ye.dtype).eps
+        for epoch in range(1, epochs + 1):
+            t0 = time.perf_counter()
+            progress = Progress(n, f"{name} epoch {epoch}", bool(getattr(self, "verbose", 0)))
+            run_epoch(progress)
+            progress.close()
+            stop = self._end_epoch(epoch, time.perf_counter() - t0, check=False)
+            objective = self.history_[-1]["objective"]
+            if not math.isfinite(objective) or objective > max(DIVERGENCE_FACTOR * best, floor):
+                self.weights_.copy_(good)
+                raise DivergenceError(
+                    f"{name} diverged in epoch {epoch}: the objective went from {best:.4g} to {objective:.4g}. "
+                    f"The weights of epoch {epoch - 1} are kept. Pass a smaller batch_size, or a smaller "
+                    "projection_tol (EigenPro 3 / 4), or check the data for outliers and the bandwidth")
+            if objective <= best:
+                best = objective
+            good.copy_(self.weights_)
+            if stop or self._callback(self.history_[-1]):
+                break
+
+    def _callback(self, record) -> bool:
+        callback = getattr(self, "callback", None)
+        return bool(callback(self, record)) if callback is not None else False
+
     # ----------------------------------------------------------------- epoch records
-    def _end_epoch(self, epoch: int, epoch_seconds: float) -> bool:
-        """Record metrics after an epoch, print, call the callback; True means stop."""
+    def _end_epoch(self, epoch: int, epoch_seconds: float, check: bool = True) -> bool:
+        """Record metrics after an epoch and print them; with ``check``, call the callback
+        (True means stop)."""
         t_eval = time.perf_counter()
         self._train_seconds += epoch_seconds
         record = {"epoch": epoch, "seconds": self._train_seconds, "epoch_seconds": epoch_seconds,
@@ -184,6 +263,7 @@ class KernelModel(_Base):
         Xe, Ye = self._eval
         out = self._raw(Xe)
         record["train_mse"] = float((out - Ye).square().mean())
+        record["objective"] = 0.5 * float((out - Ye).square().sum(1).mean()) + self._ridge_term()
         if self._is_classifier():
             record["train_accuracy"] = float((out.argmax(1) == Ye.argmax(1)).float().mean())
         if self._val is not None:
@@ -202,10 +282,15 @@ class KernelModel(_Base):
         if getattr(self, "verbose", 0):
             parts = [f"{k} {v:.4g}" for k, v in record.items() if k not in ("epoch",)]
             print(f"{type(self).__name__} epoch {epoch}: " + ", ".join(parts), file=sys.stderr)
-        callback = getattr(self, "callback", None)
-        if callback is not None:
-            return bool(callback(self, record))
-        return False
+        return self._callback(record) if check else False
+
+    def _ridge_term(self) -> float:
+        """``r / (2 n) sum_c alpha_c^T K(Z, Z) alpha_c`` (0 without a ridge)."""
+        ridge = getattr(self, "_ridge", 0.0)
+        if not ridge:
+            return 0.0
+        a = self.weights_
+        return 0.5 * ridge / self._n * float((a * kmv(self.centers_, self.centers_, a, self.kernel_)).sum())
 
     # ---------------------------------------------------------------------- predict
     def _check_fitted(self):

@@ -1,30 +1,27 @@
 """EigenPro 3: projected preconditioned SGD for a kernel model on general centers Z.
 
-With the Nystrom preconditioner (X_S, E, D, eta) and ``M = K(Z, X_S) E D``::
+Minimises ``1/2 ||K(X, Z) alpha - Y||^2 + r/2 alpha^T K(Z, Z) alpha`` (the model of
+:class:`kops.ExactKernelRidge` with the same centers and ridge). With the Nystrom sample X_S
+drawn from the centers (rows ``idx`` of Z), each batch B
+(:func:`kops.solvers.iterations.projected_step`)::
 
-    each batch B:
-        g     = K(X_B, Z) alpha - Y_B                      # m x c
-        h     = K(Z, X_B) g - M E^T K(X_S, X_B) g          # p x c, ONE fused call on [Z; X_S]
-        theta ~ K(Z, Z)^{-1} h                             # EigenPro 2 epochs on the centers
-        alpha -= eta theta
+    g      = K(X_B, Z) alpha - Y_B;   u = K(Z, X_B) g
+    h      = eta (u - M E^T u[idx])                   # preconditioned; M = K(Z, X_S) E D
+    ridge (c = eta m r / n): alpha = (1 - c) alpha;  h -= c M E^T f(X_S)
+    alpha -= K(Z, Z)^{-1} h                            # the projection, to tolerance
 
-The projection costs O(p^2 d) per batch, which is what EigenPro 4 amortises.
-
-The Nystrom sample X_S is drawn from the centers (a random sample of X when the centers
-are): the preconditioner then maps span{K(., z)} to itself and commutes with the
-projection, so the fixed point is exactly the least-squares model on Z. (With X_S drawn
-from X outside span Z, the fixed point ``Pi_Z P grad = 0`` differs from ``Pi_Z grad = 0``.)
-The same eigensystem, with its own step size, preconditions the projection's EigenPro 2.
+Step: ``eta = min(1 / beta_G, 1 / (top(G_Z) + m r / n))`` for the preconditioned batch operator on the span
+of the centers (:mod:`kops.solvers.stepsize`); the preconditioner's spectrum is shifted by
+``r / n``. The projection costs O(p^2 d) per batch (two GEMMs when ``K(Z, Z)`` fits the
+budget), which is what EigenPro 4 amortises.
 """
 from __future__ import annotations
 
-import time
-
 import torch
 
-from ..ops import kmv
-from ._utils import Progress, batches
-from .eigenpro2 import check_epochs, check_ridge
+from ._sampling import batches
+from ._validation import check_epochs, check_ridge
+from .iterations import projected_step
 from .projection import ProjectedEigenPro
 
 __all__ = ["EigenPro3"]
@@ -45,8 +42,10 @@ class EigenPro3(ProjectedEigenPro):
     centers : int, array (p, d) or None
         An int p picks p random training points (p > n is an error); None picks
         min(10000, n).
-    projection_epochs : int, default 2
-        EigenPro 2 epochs of each inexact projection (each O(p^2 d)).
+    projection_tol : float, default 1e-3
+        Each projection stops at this relative residual ``||K(Z, Z) w - h|| / ||h||``.
+    projection_steps : int, optional
+        Most steps per projection (default 10 with ``K(Z, Z)`` formed, else 4).
     ridge : float, default 0
         The ridge term of the objective above.
 
@@ -57,12 +56,12 @@ class EigenPro3(ProjectedEigenPro):
     preconditioner_ : NystromPreconditioner
         The Nystrom preconditioner (its sample drawn from the centers).
     projector_ : CenterProjector
-        The projection's solver with its preconditioner from Z.
-    batch_size_, step_size_, history_
+        The projection's solver with its preconditioner from Z (``steps_``, ``residuals_``).
+    batch_size_, step_size_, lambda_max_, history_
     """
 
     def __init__(self, kernel="laplacian", bandwidth=None, *, centers=None, epochs=5, batch_size=None,
-                 n_nystrom=None, n_components=None, projection_epochs=2, ridge=0.0, task="auto", device=None,
+                 n_nystrom=None, n_components=None, projection_tol=1e-3, projection_steps=None, ridge=0.0, task="auto", device=None,
                  dtype="float32", random_state=None, memory_budget=None, eig_method="auto", callback=None,
                  verbose=0):
         self.kernel = kernel
@@ -72,7 +71,8 @@ class EigenPro3(ProjectedEigenPro):
         self.batch_size = batch_size
         self.n_nystrom = n_nystrom
         self.n_components = n_components
-        self.projection_epochs = projection_epochs
+        self.projection_tol = projection_tol
+        self.projection_steps = projection_steps
         self.ridge = ridge
         self.task = task
         self.device = device
@@ -86,28 +86,19 @@ class EigenPro3(ProjectedEigenPro):
     def _fit(self, X, Y):
         epochs = check_epochs(self.epochs)
         ridge = check_ridge(self.ridge)
-        inner = self._projection_epochs()
-        Z, idx, P, M, projector, m = self._setup_projected(X, Y)
+        Z, corr, projector, m = self._setup_projected(X, Y, ridge)
         n, p, c = X.shape[0], Z.shape[0], Y.shape[1]
-        ZS = torch.cat([Z, P.x])  # [Z; X_S] once, so h is one fused product per batch
-        eta = self.step_size_
+        eta, gen = self.step_size_, self.generator_
+        del self._probe
         self.weights_ = alpha = torch.zeros(p, c, dtype=X.dtype, device=X.device)
-        for epoch in range(1, epochs + 1):
-            t0 = time.perf_counter()
-            progress = Progress(n, f"EigenPro3 epoch {epoch}", bool(self.verbose))
-            perm = torch.randperm(n, generator=self.generator_).to(X.device)
+
+        def run_epoch(progress):
+            perm = torch.randperm(n, generator=gen).to(X.device)
             done = 0
             for b in batches(perm, m):
-                xb = X[b]
-                g = kmv(xb, Z, alpha, self.kernel_)
-                g -= Y[b]
-                h = self._preconditioned_on_centers(P, ZS, p, M, xb, g)
-                if ridge:  # the ridge gradient (m/n) r f, preconditioned like the data term
-                    h += (ridge * b.shape[0] / n) * self._preconditioned_on_centers(P, ZS, p, M, Z, alpha)
-                alpha.sub_(projector.solve(h, inner), alpha=eta)
+                projected_step(Z, alpha, corr, projector, X[b], Y[b], eta, ridge=ridge, n=n, kernel=self.kernel_)
                 done += b.shape[0]
                 progress.update(done)
-            progress.close()
-            if self._end_epoch(epoch, time.perf_counter() - t0):
-                break
+
+        self._run_epochs(epochs, n, run_epoch, ridge)
         return self

@@ -1,40 +1,47 @@
 """EigenPro 4: EigenPro 3 with delayed projection.
 
 The model is ``f = K(., Z) alpha + K(., Z_tmp) a_tmp + K(., X_S) a_S``: the centers' part and
-a pending part (temporary centers = the visited batches, and the Nystrom points' correction
-weights). The pending part is projected onto the centers only every T batches.
+a pending part (the visited batches as temporary centers, and the Nystrom points' correction
+weights), projected onto the centers every T batches. X_S is a subset of Z, so a_S lives in
+rows of the weight buffer and ``K(X_S, X_B) g`` is read from ``K(Z, X_B) g``. The steps live
+in :class:`kops.solvers.iterations.DelayedProjection`::
 
-Storage: ONE preallocated buffer of points ``[Z; X_S; Z_tmp]`` (p + s + T m rows) and one of
-weights ``[alpha; a_S; a_tmp]``. The pending rows sit last so that the live part of the model
-is always a prefix: the prediction on a batch is a single :func:`kops.kmv` call on a view
-of the buffers (nothing is concatenated per step), and ``K(Z, X_B) g`` and
-``K(X_S, X_B) g`` are a single call on the ``[Z; X_S]`` prefix::
-
-    setup: Nystrom preconditioner (X_S, E, D, eta), X_S drawn from Z;  M = K(Z, X_S) E D
-           T = max(1, (coeff - 1) p // m)    (never 0; also bounded by the memory budget)
+    setup: Nystrom preconditioner (X_S, E, D), X_S drawn from Z; the projector on Z;
+           m and eta as in EigenPro 3 (measured, ridge included);  T (below)
     each batch B:
-        g   = K(X_B, [Z; X_S; Z_tmp]) [alpha; a_S; a_tmp] - Y_B
-        u   = K([Z; X_S], X_B) g;  v = E^T u_S
-        h  -= eta (u_Z - M v)             # cached predictions: the pending part's values on Z
-        append X_B to Z_tmp with weights -eta g;   a_S += eta E D v
+        g   = K(X_B, [Z; Z_tmp]) [alpha; a_tmp] + K(X_B, X_S) a_S - Y_B;   u = K(Z, X_B) g
+        v   = E^T u[idx];  h -= eta (u - M v)      # M = K(Z, X_S) E D: cached predictions on Z
+        append X_B to Z_tmp with weights -eta g;  a_S += eta E D v
         every T batches and at the end of each epoch:
-            w ~ K(Z, Z)^{-1} h            # one EigenPro 2 epoch on the centers (own step size)
-            alpha += w;  clear Z_tmp, a_tmp, a_S, h
+            alpha += w ~ K(Z, Z)^{-1} h  (to projection_tol);  clear Z_tmp, a_tmp, a_S, h
 
-Because h is accumulated, the projection never evaluates the pending model on Z. The
-per-batch cost is O(m (p + s + T m) d), i.e. O(p) per point amortised, plus one projection
-(O(p^2 d)) every T batches.
+Cadence rules (the paper's, with its defects fixed):
+
+* ``T = max(1, floor((coeff - 1) p / m))`` with ``coeff = 2``: the pending buffer (T m rows)
+  is at most ``(coeff - 1) p``, so a prediction costs at most ``coeff`` times the centers'.
+  When ``p < m`` (T would be 0), T = 1: every batch is projected (EigenPro 3).
+* The pending buffer is also bounded by half the memory budget.
+* With the span preconditioner (p small enough for a float64 factor of ``K(Z, Z)``, see
+  :class:`~kops.solvers.projection.ProjectedEigenPro`) every projection is exact and costs
+  ``2 p^2 c`` flops, less than a batch's ``m p d`` kernel work, so the default T is 1.
+* With T > 1 the step also holds for the operator without the projection (the pending
+  part lives outside the span of the centers between projections).
+* The end of every epoch projects, so the fitted model lives on the centers only.
+
+Per batch one kernel block ``K(X_B, [Z; Z_tmp])`` serves both products when the budget holds
+a tile of it and forming is cheaper than a second fused pass
+(:func:`kops.solvers.iterations.reuse_kernel_block`); otherwise two fused products.
+The per-batch cost is O(m (p + T m) d), i.e. O(p) per point amortised, plus one projection
+every T batches.
 """
 from __future__ import annotations
-
-import time
 
 import torch
 
 from ..config import get_memory_budget
-from ..ops import kmv
-from ._utils import Progress, batches
-from .eigenpro2 import check_epochs, check_ridge
+from ._sampling import batches
+from ._validation import check_epochs, check_ridge
+from .iterations import DelayedProjection, reuse_kernel_block
 from .projection import ProjectedEigenPro
 
 __all__ = ["EigenPro4", "projection_interval"]
@@ -63,8 +70,8 @@ class EigenPro4(ProjectedEigenPro):
     """EigenPro 4 (delayed projection) kernel regression / classification on centers Z.
 
     Converges to the same model as :class:`kops.EigenPro3` (and :class:`kops.ExactKernelRidge`
-    on the same centers) at a per-batch cost that does not grow with p^2. ``T = 1`` is
-    EigenPro 3 with one projection epoch.
+    on the same centers and ridge) at a per-batch cost that does not grow with p^2.
+    ``T = 1`` is EigenPro 3.
 
     Parameters
     ----------
@@ -72,13 +79,17 @@ class EigenPro4(ProjectedEigenPro):
     device, dtype, random_state, memory_budget, eig_method, callback, verbose
         As in :class:`kops.EigenPro3`.
     projection_interval : int, optional
-        T, batches between projections; default ``max(1, (projection_coeff - 1) p // m)``,
-        reduced if the pending buffer (T m rows) would exceed half the memory budget.
+        T, batches between projections; default ``max(1, (projection_coeff - 1) p // m)``
+        (1 with the exact projection of small p), reduced if the pending buffer (T m rows)
+        would exceed half the memory budget.
         The end of every epoch also projects.
     projection_coeff : float, default 2
         The coefficient of the default T.
-    projection_epochs : int, default 1
-        EigenPro 2 epochs per projection.
+    projection_tol : float, default 1e-3
+        Each projection stops at this relative residual ``||K(Z, Z) w - h|| / ||h||``
+        (the accuracy knob: 1e-3 reaches the exact model on the centers).
+    projection_steps : int, optional
+        Most steps per projection (default 10 with ``K(Z, Z)`` formed, else 4).
 
     Attributes
     ----------
@@ -88,20 +99,16 @@ class EigenPro4(ProjectedEigenPro):
     projection_interval_ : int
         T in use.
     n_projections_ : int
-    preconditioner_, projector_, batch_size_, step_size_, history_
+    preconditioner_, projector_, batch_size_, step_size_, lambda_max_, history_
         As in :class:`kops.EigenPro3`.
 
-    Notes
-    -----
-    The ridge term (optional) is applied at each projection as the ridge gradient of the
-    centers' part, ``(k m / n) r f`` for the k batches since the last projection,
-    preconditioned like the data term; the pending part's own ridge gradient is omitted
-    (it is projected at most T batches later).
+    block_reuse_ : bool
+        Whether each batch formed its kernel block once (the cost model).
     """
 
     def __init__(self, kernel="laplacian", bandwidth=None, *, centers=None, epochs=5, batch_size=None,
                  n_nystrom=None, n_components=None, projection_interval=None, projection_coeff=2.0,
-                 projection_epochs=1, ridge=0.0, task="auto", device=None, dtype="float32", random_state=None,
+                 projection_tol=1e-3, projection_steps=None, ridge=0.0, task="auto", device=None, dtype="float32", random_state=None,
                  memory_budget=None, eig_method="auto", callback=None, verbose=0):
         self.kernel = kernel
         self.bandwidth = bandwidth
@@ -112,7 +119,8 @@ class EigenPro4(ProjectedEigenPro):
         self.n_components = n_components
         self.projection_interval = projection_interval
         self.projection_coeff = projection_coeff
-        self.projection_epochs = projection_epochs
+        self.projection_tol = projection_tol
+        self.projection_steps = projection_steps
         self.ridge = ridge
         self.task = task
         self.device = device
@@ -126,62 +134,37 @@ class EigenPro4(ProjectedEigenPro):
     def _fit(self, X, Y):
         epochs = check_epochs(self.epochs)
         ridge = check_ridge(self.ridge)
-        inner = self._projection_epochs()
-        Z, idx, P, M, projector, m = self._setup_projected(X, Y)
+        Z, corr, projector, m = self._setup_projected(X, Y, ridge)
         n, d = X.shape
-        p, s, c = Z.shape[0], P.n_nystrom, Y.shape[1]
+        p, c = Z.shape[0], Y.shape[1]
+        budget = get_memory_budget(self.device_)
         row_bytes = X.element_size() * (d + c)
-        T = projection_interval(p, m, self.projection_coeff, self.projection_interval,
-                                max_rows=get_memory_budget(self.device_) // 2 // row_bytes)
+        interval = self.projection_interval
+        if interval is None and self.span_preconditioner_:
+            interval = 1  # an exact projection costs less than a batch: no reason to delay it
+        T = projection_interval(p, m, self.projection_coeff, interval, max_rows=budget // 2 // row_bytes)
         self.projection_interval_ = T
-        cap = p + s + T * m
-        # The preallocated buffers: points [Z; X_S; Z_tmp], weights [alpha; a_S; a_tmp].
-        pts = torch.empty(cap, d, dtype=X.dtype, device=X.device)
-        pts[:p] = Z
-        pts[p : p + s] = P.x
-        wts = torch.zeros(cap, c, dtype=X.dtype, device=X.device)
-        alpha, a_S = wts[:p], wts[p : p + s]
-        self.weights_ = alpha
-        ZS = pts[: p + s]
-        h = torch.zeros(p, c, dtype=X.dtype, device=X.device)  # cached predictions of the pending part on Z
-        eta = self.step_size_
-        self.n_projections_ = 0
-        state = {"end": p + s, "batches": 0}
+        if T > 1:
+            self._delayed_step(ridge, n)
+        del self._probe
+        tile_budget = budget // 4
+        self.block_reuse_ = reuse_kernel_block(m, p + T * m, d, X.element_size(), tile_budget, X.device)
+        state = DelayedProjection(Z, c, corr, projector, interval=T, batch_size=m, eta=self.step_size_,
+                                  ridge=ridge, n=n, kernel=self.kernel_, budget=tile_budget,
+                                  form=self.block_reuse_)
+        self.weights_ = state.alpha
+        gen = self.generator_
 
-        def project():
-            if ridge:
-                k = state["batches"] * m / n
-                h.sub_(self._preconditioned_on_centers(P, ZS, p, M, Z, alpha), alpha=eta * ridge * k)
-            alpha.add_(projector.solve(h, inner))
-            wts[p : state["end"]].zero_()
-            h.zero_()
-            state["end"], state["batches"] = p + s, 0
-            self.n_projections_ += 1
-
-        for epoch in range(1, epochs + 1):
-            t0 = time.perf_counter()
-            progress = Progress(n, f"EigenPro4 epoch {epoch}", bool(self.verbose))
-            perm = torch.randperm(n, generator=self.generator_).to(X.device)
+        def run_epoch(progress):
+            perm = torch.randperm(n, generator=gen).to(X.device)
             done = 0
             for b in batches(perm, m):
-                end, mb = state["end"], b.shape[0]
-                xb = X[b]
-                g = kmv(xb, pts[:end], wts[:end], self.kernel_)  # the whole model: one fused call
-                g -= Y[b]
-                u = kmv(ZS, xb, g, self.kernel_)  # [K(Z, X_B) g; K(X_S, X_B) g]: one fused call
-                v = P.project(u[p:])
-                h.sub_(u[:p] - M @ v, alpha=eta)
-                pts[end : end + mb] = xb
-                wts[end : end + mb] = g.mul_(-eta)
-                a_S.add_(P.coefficients(v), alpha=eta)
-                state["end"], state["batches"] = end + mb, state["batches"] + 1
-                done += mb
-                if state["batches"] == T:
-                    project()
+                state.step(X[b], Y[b])
+                done += b.shape[0]
                 progress.update(done)
-            if state["batches"]:
-                project()  # every epoch ends with the model on the centers only
-            progress.close()
-            if self._end_epoch(epoch, time.perf_counter() - t0):
-                break
+            state.project()  # every epoch ends with the model on the centers only
+            self.n_projections_ = state.n_projections
+
+        self.n_projections_ = 0
+        self._run_epochs(epochs, n, run_epoch, ridge)
         return self

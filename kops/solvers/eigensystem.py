@@ -24,7 +24,7 @@ import torch
 
 from ..config import get_memory_budget
 from ..ops import kernel_matrix, kmv
-from ._utils import kernel_of
+from ._validation import kernel_of
 
 __all__ = ["Eigensystem", "top_eigensystem"]
 

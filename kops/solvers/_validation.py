@@ -1,10 +1,10 @@
-"""Input conversion, validation, random generators and progress output shared by the solvers."""
+"""Input conversion and validation shared by the solvers: arrays, targets, dtypes, counts.
+
+Every error is a ValueError that names the argument and says what is accepted.
+"""
 from __future__ import annotations
 
-import math
-import random
-import sys
-import time
+import warnings
 
 import numpy as np
 import torch
@@ -16,16 +16,18 @@ __all__ = [
     "check_X",
     "check_y",
     "encode_targets",
-    "make_generator",
     "resolve_device",
     "resolve_dtype",
     "kernel_of",
-    "batches",
-    "Progress",
+    "default_count",
+    "check_epochs",
+    "check_ridge",
+    "check_fraction",
 ]
 
-_DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16,
-           "bfloat16": torch.bfloat16}
+_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+# Low precision is refused (see resolve_dtype): named here for the error message.
+_LOW = {"float16": torch.float16, "bfloat16": torch.bfloat16, "half": torch.float16}
 
 
 def resolve_device(device) -> torch.device:
@@ -39,38 +41,35 @@ def resolve_device(device) -> torch.device:
 
 
 def resolve_dtype(dtype) -> torch.dtype:
+    """The training dtype: float32 (default) or float64.
+
+    float16 and bfloat16 are refused with a ValueError: EigenPro's updates add steps of
+    relative size ~1e-3 to weights of size ~1, below half precision's resolution, so a
+    half-precision fit silently stalls at chance accuracy. Low-precision *products* are
+    available with float32 training through the ops' ``precision`` argument.
+    """
     if dtype is None:
         return torch.float32
-    if isinstance(dtype, str):
-        if dtype not in _DTYPES:
-            raise ValueError(f"dtype must be one of {', '.join(_DTYPES)}, got {dtype!r}")
-        return _DTYPES[dtype]
-    if isinstance(dtype, torch.dtype) and dtype in _DTYPES.values():
-        return dtype
-    try:  # numpy dtypes
-        return _DTYPES[np.dtype(dtype).name]
-    except (TypeError, KeyError):
-        raise ValueError(f"dtype must be a floating dtype (float32 or float64), got {dtype!r}") from None
+    name = dtype if isinstance(dtype, str) else None
+    if isinstance(dtype, torch.dtype):
+        name = str(dtype).replace("torch.", "")
+    elif name is None:
+        try:  # numpy dtypes
+            name = np.dtype(dtype).name
+        except TypeError:
+            name = None
+    if name in _LOW:
+        raise ValueError(f"dtype={name} is not supported for training: half-precision weights cannot hold "
+                         "EigenPro's small updates and the fit would stall silently. Use dtype='float32' "
+                         "(or 'float64')")
+    if name not in _DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(_DTYPES)}, got {dtype!r}")
+    return _DTYPES[name]
 
 
 def kernel_of(kernel, bandwidth) -> Kernel:
     """A Kernel object from an object or a name plus a bandwidth (errors name the argument)."""
     return resolve_kernel(kernel, bandwidth)
-
-
-def make_generator(random_state) -> torch.Generator:
-    """A CPU torch.Generator from None (fresh seed), an int, or a Generator (used as is)."""
-    if isinstance(random_state, torch.Generator):
-        return random_state
-    if random_state is None:
-        seed = random.SystemRandom().randrange(2**62)
-    elif isinstance(random_state, (int, np.integer)) and not isinstance(random_state, bool):
-        seed = int(random_state)
-    elif isinstance(random_state, np.random.RandomState):
-        seed = int(random_state.randint(2**31 - 1))
-    else:
-        raise ValueError(f"random_state must be None, an int or a torch.Generator, got {random_state!r}")
-    return torch.Generator().manual_seed(seed)
 
 
 def as_tensor(a, name: str, device, dtype=None) -> torch.Tensor:
@@ -175,15 +174,8 @@ def encode_targets(y, task: str, device, dtype):
     return (t[:, None] if single else t).to(device).contiguous(), None, single
 
 
-def batches(perm: torch.Tensor, size: int):
-    """Consecutive slices of ``perm`` of length ``size`` (the last may be shorter)."""
-    for start in range(0, perm.shape[0], size):
-        yield perm[start : start + size]
-
-
 def default_count(value, default: int, upper: int, name: str, warn_over: bool = True) -> int:
     """An int parameter with a default clipped to ``upper`` (warning when the user's is clipped)."""
-    import warnings
 
     if value is None:
         return max(1, min(default, upper))
@@ -198,32 +190,32 @@ def default_count(value, default: int, upper: int, name: str, warn_over: bool = 
     return int(value)
 
 
-class Progress:
-    """A one-line progress display on stderr, only when stderr is a terminal."""
-
-    def __init__(self, total: int, label: str, enabled: bool):
-        self.total, self.label = total, label
-        self.enabled = enabled and sys.stderr.isatty()
-        self.start = time.perf_counter()
-        self._last = 0.0
-
-    def update(self, done: int) -> None:
-        if not self.enabled:
-            return
-        now = time.perf_counter()
-        if now - self._last < 0.2 and done < self.total:
-            return
-        self._last = now
-        frac = done / max(1, self.total)
-        bar = "#" * int(20 * frac)
-        sys.stderr.write(f"\r{self.label} [{bar:20s}] {done}/{self.total} {now - self.start:6.1f} s")
-        sys.stderr.flush()
-
-    def close(self) -> None:
-        if self.enabled:
-            sys.stderr.write("\r" + " " * 70 + "\r")
-            sys.stderr.flush()
 
 
-def finite_or_nan(x: float) -> float:
-    return float(x) if math.isfinite(x) else float("nan")
+def check_epochs(epochs) -> int:
+    """``epochs`` as an int >= 0."""
+    if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 0:
+        raise ValueError(f"epochs must be an int >= 0, got {epochs!r}")
+    return int(epochs)
+
+
+def check_ridge(ridge) -> float:
+    """``ridge`` as a finite float >= 0."""
+    try:
+        r = float(ridge)
+    except (TypeError, ValueError):
+        raise ValueError(f"ridge must be a number >= 0, got {ridge!r}") from None
+    if not r >= 0 or r == float("inf"):
+        raise ValueError(f"ridge must be a finite number >= 0, got {ridge!r}")
+    return r
+
+
+def check_fraction(value, name: str) -> float:
+    """A float in (0, 1)."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number in (0, 1), got {value!r}") from None
+    if not 0.0 < v < 1.0:
+        raise ValueError(f"{name} must be a number in (0, 1), got {value!r}")
+    return v
