@@ -119,3 +119,15 @@ def test_nonfinite_policy_holds_for_the_accumulate_form():
     out = torch.zeros(5, 2)
     kops.kmv_accumulate(out, x, Z, V, "gaussian", 1.0)
     assert torch.isnan(out[0]).all() and torch.isfinite(out[1:]).all()
+
+
+def test_huge_finite_inputs_are_not_mistaken_for_nonfinite():
+    # The fast finiteness test sums each input; a sum that overflows (here v's) must fall
+    # back to the exact test, never poison finite rows.
+    x, z = X[:3], Z[:4]
+    v = torch.tensor([3e38, 3e38, 1.0, -1.0])
+    assert not torch.isfinite(v.sum())
+    out = kops.kmv(x, z, v, "gaussian", 0.5, backend="torch")
+    expected = kops.kernel_matrix(x.double(), z.double(), "gaussian", 0.5) @ v.double()
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out.double(), expected, rtol=1e-5, atol=0)
