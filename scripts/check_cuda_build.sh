@@ -29,7 +29,10 @@ if ! "$PY" -c "import torch, sys; sys.exit(0 if torch.version.cuda else 1)" >/de
   "$PY" -c "import torch, sys; sys.exit(0 if torch.version.cuda else 1)" \
     || skip "$TORCH_SPEC as installed here is not a CUDA build"
 fi
-pip_install "scikit-build-core>=0.10" "pybind11>=2.12" numpy pytest scipy scikit-learn
+# The build requirements and the project's own test extra (read from pyproject.toml, so a
+# test dependency added there is installed here too).
+mapfile -t TEST_DEPS < <("$PY" -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["test"]))')
+pip_install "scikit-build-core>=0.10" "pybind11>=2.12" numpy "${TEST_DEPS[@]}"
 command -v cmake >/dev/null 2>&1 || pip_install "cmake>=3.18"
 command -v ninja >/dev/null 2>&1 || pip_install ninja
 t1=$(now)
