@@ -24,7 +24,7 @@ import torch
 from ..config import get_memory_budget
 from ..ops import kernel_matrix, kmv
 from ._sampling import nystrom_sample, select_centers
-from ._validation import default_count
+from ._validation import check_fraction, default_count
 from .base import KernelModel
 from .center_preconditioner import CholeskyProjector, SampleCorrection, SpanPreconditioner, cholesky_factor
 from .iterations import eigenpro2_epoch
@@ -181,7 +181,7 @@ class ProjectedEigenPro(KernelModel):
         Z, _ = select_centers(self.centers, X, gen)
         p = Z.shape[0]
         budget = get_memory_budget(self.device_)
-        tol = check_tol(getattr(self, "projection_tol", PROJECTION_TOL))
+        tol = check_fraction(getattr(self, "projection_tol", PROJECTION_TOL), "projection_tol")
         # The Nystrom sample is drawn from the centers: then the preconditioner maps the span
         # of the centers to itself, commutes with the projection, and the iteration's fixed
         # point is exactly the least-squares model on Z (a sample from outside span Z would
@@ -243,13 +243,3 @@ class ProjectedEigenPro(KernelModel):
         if eta < self.step_size_:
             self.step_size_, self.lambda_max_ = eta, top
         return self.step_size_
-
-
-def check_tol(tol) -> float:
-    try:
-        t = float(tol)
-    except (TypeError, ValueError):
-        raise ValueError(f"projection_tol must be a number in (0, 1), got {tol!r}") from None
-    if not 0.0 < t < 1.0:
-        raise ValueError(f"projection_tol must be a number in (0, 1), got {tol!r}")
-    return t
