@@ -14,7 +14,7 @@ Excluded, and why: EigenPro 2 at ridge 0 in float32 with the smooth kernels (Gau
 Matern 5/2): the target is an interpolant of a matrix whose condition number is far beyond
 float32's resolution, so no float32 iteration reaches it (measured: 0.30 and 0.08 after 15
 epochs, while the objective falls by 1e12). A property test over random small problems and
-one larger problem (n = 5000) complete the matrix.
+one larger problem (n = 3000, sample preconditioner, delayed projections) complete the matrix.
 """
 import itertools
 
@@ -90,6 +90,29 @@ def test_larger_problem_with_mini_batches():
     objective = [r["objective"] for r in model.history_]
     assert objective[-1] <= 1.2 * exact.history_[-1]["objective"]
     assert max(b / a for a, b in zip(objective, objective[1:])) <= GROWTH
+
+
+NYSTROM_CASES = [(k, r) for k in BANDWIDTH for r in (0.0, 1.0)] + [
+    pytest.param(k, 100.0, marks=pytest.mark.xfail(strict=True, reason=(
+        "known defect: with the sample preconditioner and inexact projections a large ridge "
+        "stalls at a biased point (3% from the exact model with the default batch, 9-13% with "
+        "batch 250, no better after 24 epochs)")))
+    for k in BANDWIDTH]
+
+
+@pytest.mark.parametrize("kernel,ridge", NYSTROM_CASES)
+def test_sample_preconditioner_path_reaches_exact_model(kernel, ridge):
+    # The matrix above fits a factor of K(Z, Z) in the budget (span preconditioner, exact
+    # projection); this covers the other path: Nystrom sample, inexact delayed projections.
+    X, Y = _problem(3000, 4, "regression", seed=1)
+    Z = X[:1000]
+    exact = kops.ExactKernelRidge(kernel, BANDWIDTH[kernel], centers=Z, ridge=ridge).fit(X, Y)
+    model = kops.EigenPro4(kernel, BANDWIDTH[kernel], centers=Z, ridge=ridge, epochs=8, batch_size=250,
+                           n_nystrom=1000, random_state=0, memory_budget="8MB").fit(X, Y)
+    assert not model.span_preconditioner_ and model.projection_interval_ > 1
+    fitted = torch.as_tensor(model.decision_function(X)).double()
+    want = torch.as_tensor(exact.decision_function(X)).double()
+    assert float((fitted - want).norm() / want.norm()) < 0.03
 
 
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
