@@ -92,27 +92,34 @@ def test_larger_problem_with_mini_batches():
     assert max(b / a for a, b in zip(objective, objective[1:])) <= GROWTH
 
 
-NYSTROM_CASES = [(k, r) for k in BANDWIDTH for r in (0.0, 1.0)] + [
-    pytest.param(k, 100.0, marks=pytest.mark.xfail(strict=True, reason=(
-        "known defect: with the sample preconditioner and inexact projections a large ridge "
-        "stalls at a biased point (3% from the exact model with the default batch, 9-13% with "
-        "batch 250, no better after 24 epochs)")))
-    for k in BANDWIDTH]
+NYSTROM_CASES = [(k, 0.0) for k in BANDWIDTH] + [(k, 100.0) for k in BANDWIDTH] + [("gaussian", 0.1),
+                                                                                    ("laplacian", 10.0)]
 
 
 @pytest.mark.parametrize("kernel,ridge", NYSTROM_CASES)
 def test_sample_preconditioner_path_reaches_exact_model(kernel, ridge):
     # The matrix above fits a factor of K(Z, Z) in the budget (span preconditioner, exact
-    # projection); this covers the other path: Nystrom sample, inexact delayed projections.
+    # projection); this covers the other path: Nystrom sample, inexact projections, delayed
+    # (T > 1) with mini-batch steps, or full-gradient steps where the ridge dominates.
     X, Y = _problem(3000, 4, "regression", seed=1)
     Z = X[:1000]
     exact = kops.ExactKernelRidge(kernel, BANDWIDTH[kernel], centers=Z, ridge=ridge).fit(X, Y)
     model = kops.EigenPro4(kernel, BANDWIDTH[kernel], centers=Z, ridge=ridge, epochs=8, batch_size=250,
                            n_nystrom=1000, random_state=0, memory_budget="8MB").fit(X, Y)
-    assert not model.span_preconditioner_ and model.projection_interval_ > 1
+    assert not model.span_preconditioner_
+    P = model.preconditioner_
+    # The stated rule: full-gradient steps exactly when kappa_r = mu_{q+1} / (r / n) <= 2.
+    assert model.full_gradient_ == (ridge > 0 and P.mu_q1 <= 2 * ridge / 3000)
+    if not model.full_gradient_:
+        assert model.projection_interval_ > 1
     fitted = torch.as_tensor(model.decision_function(X)).double()
     want = torch.as_tensor(exact.decision_function(X)).double()
-    assert float((fitted - want).norm() / want.norm()) < 0.03
+    # Mini-batch steps keep a sampling-noise floor (measured 1.1% here); full-gradient steps
+    # reach the float32 / projection-tolerance floor (measured 0.04-0.3%).
+    tol = 1e-2 if model.full_gradient_ else 0.03
+    assert float((fitted - want).norm() / want.norm()) < tol
+    objective = [r["objective"] for r in model.history_]
+    assert max(b / a for a, b in zip(objective, objective[1:])) <= GROWTH
 
 
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -178,6 +178,10 @@ class CholeskyProjector:
         self.residuals_.append(0.0)
         return w
 
+    def matmul(self, V):
+        """``K(Z, Z) V``."""
+        return kmv(self.Z, self.Z, V, self.kernel)
+
     def rows(self, idx, alpha):
         z = self.Z if idx is None else self.Z[idx]
         return kmv(z, self.Z, alpha, self.kernel)

@@ -29,7 +29,7 @@ from .base import KernelModel
 from .center_preconditioner import CholeskyProjector, SampleCorrection, SpanPreconditioner, cholesky_factor
 from .iterations import eigenpro2_epoch
 from .preconditioner import STEP_FACTOR, NystromPreconditioner, top_eigenvalue
-from .stepsize import MAX_BATCH, batch_size_for, measured_step
+from .stepsize import MAX_BATCH, batch_size_for, full_gradient_step_size, measured_step, use_full_gradient
 
 __all__ = ["CenterProjector", "ProjectedEigenPro", "PROJECTION_TOL"]
 
@@ -109,6 +109,10 @@ class CenterProjector:
         KV = self._K(V)
         corr = self.P.coefficients(self.P.project(KV[self.idx]))
         return KV - (self.KS.T @ corr if self.formed else self._K_cols(corr))
+
+    def matmul(self, V):
+        """``K(Z, Z) V``."""
+        return self._K(V)
 
     def cols(self, idx, a):
         """``K(Z, Z[idx]) a``."""
@@ -220,6 +224,9 @@ class ProjectedEigenPro(KernelModel):
         else:  # the upper bound without the projection
             eta, top = measured_step(xb, P_data, rho=m * ridge / n, rho1=ridge / n, budget=budget, generator=gen,
                                      full_batch=m >= n)
+        self.full_gradient_ = use_full_gradient(corr, ridge, n, getattr(self, "full_gradient", "auto"))
+        if self.full_gradient_:
+            eta, top = full_gradient_step_size(top, m, n)
         self._probe = (xb, corr, inverse)
         self.preconditioner_ = corr if self.span_preconditioner_ else P_data
         self.projector_ = projector
