@@ -16,8 +16,9 @@ preconditioned operator of one batch B of m points, measured by block power iter
   (:mod:`kops.solvers.center_preconditioner`), when a float64 factor of ``K_ZZ`` fits a
   quarter of the memory budget; otherwise its upper bound ``G`` above (X_S from Z). The
   ridge adds ``m r / n`` (the batch's share of ``r f``).
-* The projection: ``G = K_ZZ - K_ZS E D E^T K_SZ`` for the full batch of centers
-  (:class:`~kops.solvers.projection.CenterProjector`).
+* The projection (:class:`~kops.solvers.projection.CenterProjector`) runs conjugate
+  gradients, which need no step size, except for p > 10,000 without a formed ``K(Z, Z)``
+  (EigenPro 2 epochs over the centers, with EigenPro 2's rule).
 
 Without a ridge and with an exact eigensystem of the whole data this reproduces EigenPro's
 ``beta + (m - 1) lambda_{q+1}``; it differs where the Nystrom sample misjudges the data's
@@ -127,7 +128,8 @@ def measured_step(xb, precond, *, rho: float, rho1: float, budget: int, generato
         Bytes for the formed blocks (the operator is applied matrix-free beyond it).
     centers : Tensor (p, d), optional
         Restrict to the span of these centers (projected solvers), with ``correction``
-        (:mod:`kops.solvers.center_preconditioner`) and ``inverse`` (``v -> K(Z, Z)^{-1} v``).
+        (:mod:`kops.solvers.center_preconditioner`, with ``coef_full64``) and ``inverse``
+        (``v -> K(Z, Z)^{-1} v`` in float64); measured in float64.
     full_batch : bool
         The batch is all the points (no ``1 / beta`` cap).
     projected : bool
@@ -139,22 +141,34 @@ def measured_step(xb, precond, *, rho: float, rho1: float, budget: int, generato
     m, elt = xb.shape[0], xb.element_size()
     dt, dev = xb.dtype, xb.device
     if centers is not None:
+        # In float64 whatever the training dtype: K(Z, Z)^{-1} and the correction are large
+        # and nearly cancel on ill-conditioned centers (few Gaussian centers), which in float32
+        # made the measured top eigenvalue 3x too small and the fit diverge.
         k = correction.kernel if hasattr(correction, "kernel") else P.kernel
+        dt = torch.float64
+        # The blocks within the budget: a sub-batch of m' rows, scaled by m / m' (below).
+        p = centers.shape[0]
+        sub = m
+        while sub > DIAG_ROWS and (sub * p + (0 if projected else sub * sub)) * 8 > budget:
+            sub //= 2
+        scale, m = m / sub, sub
+        xb, centers = xb[:sub].to(dt), centers.to(dt)
         KBZ = kernel_matrix(xb, centers, k)
         W = KBZ[:DIAG_ROWS].T
+        coef = correction.coef_full64
         if projected:
             def apply(V):
                 w = KBZ.T @ V
-                return KBZ @ (inverse(w.to(torch.float64)).to(dt) - correction.coef_full(w))
+                return KBZ @ (inverse(w) - coef(w))
 
-            diag = (W * (inverse(W.to(torch.float64)).to(dt) - correction.coef_full(W))).sum(0)
+            diag = (W * (inverse(W) - coef(W))).sum(0)
         else:
             KBB = kernel_matrix(xb, xb, k)
 
             def apply(V):
-                return KBB @ V - KBZ @ correction.coef_full(KBZ.T @ V)
+                return KBB @ V - KBZ @ coef(KBZ.T @ V)
 
-            diag = KBB.diagonal()[:DIAG_ROWS] - (W * correction.coef_full(W)).sum(0)
+            diag = KBB.diagonal()[:DIAG_ROWS] - (W * coef(W)).sum(0)
     else:
         k, s = P.kernel, P.n_nystrom
 
@@ -184,7 +198,7 @@ def measured_step(xb, precond, *, rho: float, rho1: float, budget: int, generato
         top = scale * top_eigenvalue(apply, sub, dtype=dt, device=dev, generator=generator, iterations=8) + rho
         m = 0  # measured above
     if m:
-        top = top_eigenvalue(apply, m, dtype=dt, device=dev, generator=generator, iterations=8) + rho
+        top = scale * top_eigenvalue(apply, m, dtype=dt, device=dev, generator=generator, iterations=8) + rho
     if not top > 0:
         top = P.beta + rho
     eta = factor / top
