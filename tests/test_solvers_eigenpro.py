@@ -196,3 +196,30 @@ def test_block_paths_agree():
         ep4mod.reuse_kernel_block = real
     assert a.block_reuse_ != b.block_reuse_
     torch.testing.assert_close(a.predict(Xt), b.predict(Xt), rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("formed", [True, False])
+@pytest.mark.parametrize("kernel", ["laplacian", "gaussian"])
+def test_projection_cg_reaches_tolerance_with_fewer_steps(kernel, formed):
+    # The projection K(Z, Z) w = h: preconditioned CG reaches its tolerance (checked against
+    # a dense float64 solve by the residual) and the Nystrom preconditioner cuts the steps.
+    from kops.solvers.preconditioner import NystromPreconditioner
+    from kops.solvers.projection import CenterProjector
+
+    g = torch.Generator().manual_seed(0)
+    Z = torch.rand(300, 3, generator=g, dtype=torch.float64) * 3
+    idx = torch.randperm(300, generator=g)[:100]
+    spec = kops.Laplacian(2.0) if kernel == "laplacian" else kops.Gaussian(1.0)
+    h = kops.kmv(Z, Z, torch.randn(300, 2, generator=g, dtype=torch.float64), spec)  # in the range
+    P = NystromPreconditioner(Z[idx], spec, n_components=30)
+    budget = 2**30 if formed else 2**12
+    tol = 1e-8 if kernel == "laplacian" else 1e-5  # the Gaussian K(Z, Z) is numerically singular
+    proj = CenterProjector(Z, P, idx, generator=g, budget=budget, tol=tol, max_steps=400)
+    assert proj.formed == formed and proj.method == "cg"
+    w = proj.solve(h)
+    K = kops.kernel_matrix(Z, Z, spec)
+    assert float((K @ w - h).norm() / h.norm()) <= tol * 1.01
+    steps = proj.steps_[-1]
+    proj.pcg = lambda r: r.clone()  # plain CG
+    proj.solve(h)
+    assert steps < proj.steps_[-1]

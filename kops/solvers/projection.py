@@ -153,13 +153,16 @@ class CenterProjector:
         return self.K[idx] @ alpha if self.formed else kmv(self.Z[idx], self.Z, alpha, self.kernel)
 
     def _cg(self, h, norm):
-        """Preconditioned CG from w = 0, one independent CG per column of h."""
+        """Preconditioned CG from w = 0, one independent CG per column of h. Returns the
+        iterate of smallest residual (on a numerically singular K(Z, Z), rounding can make
+        later CG residuals grow)."""
         w = torch.zeros_like(h)
         r = h.clone()
         z = self.pcg(r)
         d = z.clone()
         rz = (r * z).sum(0)
         tiny = torch.finfo(h.dtype).tiny
+        best, best_rel = w.clone(), 1.0
         rel, steps = 1.0, 0
         while steps < self.max_steps:
             Kd = self._K(d)
@@ -169,14 +172,17 @@ class CenterProjector:
             r.addcmul_(Kd, a, value=-1.0)
             steps += 1
             rel = float(r.norm()) / norm
-            if rel <= self.tol:
+            if rel < best_rel:
+                best.copy_(w)
+                best_rel = rel
+            if rel <= self.tol or not rel < 1e3:
                 break
             z = self.pcg(r)
             rz_new = (r * z).sum(0)
             beta = torch.where(rz > tiny, rz_new / rz.clamp_min(tiny), torch.zeros_like(rz))
             d = z.add_(d * beta)
             rz = rz_new
-        return w, rel, steps
+        return best, best_rel, steps
 
     def solve(self, h: torch.Tensor) -> torch.Tensor:
         """w (p, c) with ``||K(Z, Z) w - h|| <= tol ||h||`` (or ``max_steps`` steps), from w = 0."""
