@@ -64,8 +64,10 @@ class EigenProPreconditioner:
         q, the number of damped eigendirections (fewer when the sample has fewer resolvable
         ones).
     n_nystrom : int, optional
-        s, the size of the Nystrom sample (default ``min(n, max(10 q, 1000))``); all n points
-        when s >= n (then U is the exact top eigenbasis of K).
+        s, the size of the Nystrom sample (default ``min(n, max(5 q, 500))``, which keeps the
+        sample's eigensystem on EigenPro's dense path); all n points when s >= n (then U is
+        the exact top eigenbasis of K). The preconditioner is rebuilt for every operator
+        (GPyTorch makes one per training step), so s bounds its O(s^3 + n s d + n q^2) cost.
     seed : int
         Seed of the sample (and of the eigensolver's start block).
     min_size : int
@@ -117,7 +119,7 @@ class EigenProPreconditioner:
         n, dtype, device = x.shape[0], x.dtype, x.device
         noise = float(added_diag._diag_tensor._diagonal().detach().mean())
         kernel = KERNELS[kernel_op.kernel_name](kernel_op.lengthscale.detach())
-        s = min(n, self.n_nystrom or max(10 * self.n_components, 1000))
+        s = min(n, self.n_nystrom or max(5 * self.n_components, 500))
         generator = torch.Generator().manual_seed(self.seed)
         sample = torch.randperm(n, generator=generator)[:s].to(device)
         x_s = x[sample].to(torch.float64)
