@@ -96,3 +96,16 @@ def test_bad_arguments_and_operators_are_refused():
         A._preconditioner()
     with pytest.raises(TypeError, match="callable"):
         KopsLinearOperator(x, x, 1.0, preconditioner=3)
+
+
+def test_a_constant_multiple_of_a_kops_operator_is_the_outputscale(generator):
+    x = torch.randn(200, 3, generator=generator, dtype=F64)
+    noise = DiagLinearOperator(torch.full((200,), 0.1, dtype=F64))
+    v = torch.randn(200, 2, generator=generator, dtype=F64)
+    results = []
+    for op in (KopsLinearOperator(x, x, 1.5, 2.0) * 1.5, KopsLinearOperator(x, x, 1.5, 3.0)):
+        A = AddedDiagLinearOperator(op, noise, preconditioner_override=EigenProPreconditioner(10))
+        closure, _, logdet = A._preconditioner()
+        results.append((closure(v), logdet))
+    torch.testing.assert_close(results[0][0], results[1][0], rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(results[0][1], results[1][1], rtol=1e-10, atol=1e-12)
