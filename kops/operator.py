@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import torch
 
-from .config import get_memory_budget
+from .config import get_memory_budget, parse_bytes
 from .kernels import Kernel, resolve_kernel
 from .ops import kernel_matrix, kmv
-from .precision import check_precision
 from .dispatch import check_backend_name
+from .precision import check_precision
 from .solvers._validation import check_ridge
 from .validation import check_matrix
 
@@ -269,8 +269,6 @@ class KernelOperator:
         MemoryError
             When the matrix would exceed ``max_bytes``; the message names the size.
         """
-        from .config import parse_bytes
-
         limit = get_memory_budget(self.device) if max_bytes is None else parse_bytes(max_bytes)
         n, m = self.shape
         need = n * m * self.x.element_size()
