@@ -10,6 +10,7 @@ from .config import get_memory_budget, memory_budget, set_memory_budget
 from .info import info
 from .kernels import KERNELS, Cauchy, Gaussian, Kernel, Laplacian, Matern32, Matern52
 from .ops import kernel_matrix, kmv, kmv_accumulate
+from .operator import KernelOperator
 from .precision import PRECISIONS
 from .solvers import EigenPro2, EigenPro3, EigenPro4, ExactKernelRidge
 
@@ -18,6 +19,7 @@ __all__ = [
     "kmv",
     "kmv_accumulate",
     "kernel_matrix",
+    "KernelOperator",
     "Kernel",
     "Gaussian",
     "Laplacian",
