@@ -25,7 +25,15 @@ CASES = {
     "ep4_formed_float32": ("EigenPro4", (200, 64, "classes", "float32"),
                            dict(kernel="gaussian", bandwidth=8.0, centers=50, epochs=2, batch_size=32,
                                 n_nystrom=20, n_components=5)),
+    # p above the projection's full-batch limit (lowered to 30 here): each projection step is an
+    # EigenPro 2 epoch over the centers in mini-batches
+    "ep4_sample_epoch_projection": ("EigenPro4", (240, 5, 1, "float64"),
+                                    dict(kernel="laplacian", bandwidth=2.0, centers=61, epochs=2, batch_size=40,
+                                         n_nystrom=20, n_components=6, projection_interval=2,
+                                         memory_budget=20_000)),
 }
+#: cases run with the projection's full-batch limit lowered
+SMALL_PROJECTION_BATCH = {"ep4_sample_epoch_projection": 30}
 
 
 def make_data(n, d, outputs, dtype, seed=0):
@@ -49,7 +57,14 @@ def fit_case(name, distributed):
     cls_name, data, params = CASES[name]
     X, y, X_test = make_data(*data)
     cls = getattr(kd if distributed else kops, cls_name)
-    model = cls(dtype=data[3], device="cpu", random_state=3, **params).fit(X, y)
+    from kops.solvers import projection
+
+    saved = projection.MAX_BATCH
+    projection.MAX_BATCH = SMALL_PROJECTION_BATCH.get(name, saved)
+    try:
+        model = cls(dtype=data[3], device="cpu", random_state=3, **params).fit(X, y)
+    finally:
+        projection.MAX_BATCH = saved
     return model, np.asarray(model.decision_function(X_test))
 
 
