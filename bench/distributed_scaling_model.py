@@ -81,6 +81,20 @@ def markdown(rows) -> str:
     return "\n".join(lines)
 
 
+def pivot(rows) -> str:
+    """One line per (p, GPUs): compute and communication per batch, efficiency on both links."""
+    by = {(r["p"], r["gpus"], r["link"]): r for r in rows}
+    lines = ["| p | GPUs | batch compute | all-reduce NVLink / IB | projection per batch | efficiency NVLink / IB "
+             "(batch; with projection) |", "|---|---|---|---|---|---|"]
+    for p, P in sorted({(r["p"], r["gpus"]) for r in rows}):
+        nv, ib = by[(p, P, "NVLink")], by[(p, P, "InfiniBand")]
+        lines.append(f"| {p:.0e} | {P} | {nv['batch_compute_ms']:.3g} ms | {nv['allreduce_ms']:.2g} / "
+                     f"{ib['allreduce_ms']:.2g} ms | {nv['projection_compute_ms']:.3g} ms | "
+                     f"{nv['batch_efficiency']:.2f} / {ib['batch_efficiency']:.2f}; "
+                     f"{nv['efficiency']:.2f} / {ib['efficiency']:.2f} |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--m", type=int, default=10_000)
@@ -93,6 +107,8 @@ def main(argv=None) -> int:
           f"flop/s; links {', '.join(f'{k} {b / 1e9:.0f} GB/s, {a * 1e6:.0f} us' for k, (b, a) in LINKS.items())}; "
           f"{STEPS} projection steps every p / m batches")
     print(markdown(rows))
+    print()
+    print(pivot(rows))
     if args.json:
         sys.path.insert(0, str(Path(__file__).resolve().parent))
         from harness import write_json

@@ -210,6 +210,7 @@ class EigenPro3(_ShardedProjected, solvers.EigenPro3):
         m, eta = self._agree(m, self.step_size_)
         n, c = X.shape[0], Y.shape[1]
         shard, scorr, sproj = self._shard_pieces(Z, corr, projector)
+        del corr, projector  # their p-row tensors (a formed K(Z, Z)) are replicated: keep only the shards
         gen, product = self.generator_, self.product_
         self.weights_ = alpha = torch.zeros(shard.rows, c, dtype=X.dtype, device=X.device)
 
@@ -250,6 +251,7 @@ class EigenPro4(_ShardedProjected, solvers.EigenPro4):
         m, T, eta = self._agree(m, T, self.step_size_)
         self.projection_interval_ = T
         shard, scorr, sproj = self._shard_pieces(Z, corr, projector)
+        del corr, projector  # their p-row tensors (a formed K(Z, Z)) are replicated: keep only the shards
         tile_budget = budget // 4
         part = -(-m // self.world_size_)
         self.block_reuse_ = reuse_kernel_block(m, max(shard.sizes) + T * part, d, X.element_size(), tile_budget,
