@@ -93,6 +93,8 @@ def test_torchrun_environment(tmp_path):
         model, raw = scenarios.fit_case("ep4_span", distributed=True)
         if dist.get_rank() == 0:
             np.save({str(tmp_path / "raw.npy")!r}, raw)
+        import kops.distributed as kd
+        assert kd.launched_by_torchrun()
         print(dist.get_backend(), dist.get_world_size())
     """))
     env = dict(os.environ, KOPS_DIST_TIMEOUT="60", OMP_NUM_THREADS="1")
@@ -125,6 +127,7 @@ def test_default_group_needs_torchrun_environment(monkeypatch):
     if dist.is_initialized():
         pytest.skip("a default group is initialised in this process")
     X, y, _ = scenarios.make_data(50, 3, 1, "float64")
+    assert not kd.launched_by_torchrun()
     with pytest.raises(ValueError, match="torchrun"):
         kd.EigenPro4(centers=10).fit(X, y)
     with pytest.raises(ValueError, match="process_group must be"):

@@ -22,7 +22,7 @@ launched by ``torchrun``::
 Nothing else in kops imports this package.
 """
 from .estimators import EigenPro2, EigenPro3, EigenPro4, sharded_estimator
-from .group import DistributedError, Shard, init_from_env, resolve_group
+from .group import DistributedError, Shard, init_from_env, launched_by_torchrun, resolve_group
 from .launch import LaunchError, launch
 from .product import ShardedKernelProduct
 
@@ -35,6 +35,7 @@ __all__ = [
     "Shard",
     "DistributedError",
     "init_from_env",
+    "launched_by_torchrun",
     "resolve_group",
     "launch",
     "LaunchError",

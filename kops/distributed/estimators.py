@@ -150,9 +150,13 @@ def _signature_with_group(cls):
     get_params / clone read)."""
     base = inspect.signature(cls._single.__init__)
     group = inspect.Parameter("process_group", inspect.Parameter.KEYWORD_ONLY, default=None)
-    cls.__init__ = lambda self, *args, process_group=None, **params: _ShardedModel.__init__(
-        self, *args, process_group=process_group, **params)
-    cls.__init__.__signature__ = base.replace(parameters=list(base.parameters.values()) + [group])
+
+    def __init__(self, *args, process_group=None, **params):
+        _ShardedModel.__init__(self, *args, process_group=process_group, **params)
+
+    __init__.__signature__ = base.replace(parameters=list(base.parameters.values()) + [group])
+    __init__.__doc__ = cls._single.__init__.__doc__
+    cls.__init__ = __init__
     return cls
 
 

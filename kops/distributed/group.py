@@ -21,7 +21,8 @@ import os
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistributedError", "Shard", "resolve_group", "init_from_env", "rank_of", "world_size_of",
+__all__ = ["DistributedError", "Shard", "resolve_group", "init_from_env", "launched_by_torchrun", "rank_of",
+           "world_size_of",
            "all_reduce", "broadcast", "all_gather_rows", "DEFAULT_TIMEOUT_S"]
 
 #: seconds a collective may wait for the other ranks (``KOPS_DIST_TIMEOUT`` overrides)
@@ -43,6 +44,11 @@ def timeout_from_env() -> datetime.timedelta:
     if not seconds > 0:
         raise ValueError(f"KOPS_DIST_TIMEOUT must be > 0 seconds, got {raw!r}")
     return datetime.timedelta(seconds=seconds)
+
+
+def launched_by_torchrun() -> bool:
+    """Whether this process was started by torchrun (its rendezvous variables are set)."""
+    return all(k in os.environ for k in _ENV)
 
 
 def init_from_env(backend: str | None = None):
