@@ -41,6 +41,8 @@ class LaunchError(RuntimeError):
 def _child(rank, world_size, fn, args, folder, backend, collective_timeout, threads):
     torch.set_num_threads(threads)
     try:
+        if backend == "nccl":  # one GPU per rank
+            torch.cuda.set_device(rank % torch.cuda.device_count())
         dist.init_process_group(backend, init_method="file://" + os.path.join(folder, "store"), rank=rank,
                                 world_size=world_size, timeout=datetime.timedelta(seconds=collective_timeout))
         result = fn(*args)
