@@ -169,5 +169,8 @@ def test_all_gather_rows_world_of_one(tmp_path):
         torch.testing.assert_close(product(x, a), ref)
         g = torch.randn(5, 3, dtype=torch.float64)
         torch.testing.assert_close(product.transpose(x, g), torch.exp(-torch.cdist(z, x) / 2.0) @ g)
+        X, y, _ = scenarios.make_data(80, 3, 1, "float64")
+        with pytest.raises(NotImplementedError, match="full_gradient=False"):
+            kd.EigenPro3(centers=20, ridge=100.0, full_gradient=True, epochs=1, dtype="float64").fit(X, y)
     finally:
         dist.destroy_process_group()

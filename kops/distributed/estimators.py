@@ -190,7 +190,13 @@ class _ShardedProjected(_ShardedModel):
     def _setup_sharded(self, X, Y, ridge):
         """The single-process set-up (the same on every rank)."""
         self._check_same_data(X, Y)
-        return self._setup_projected(X, Y, ridge)
+        out = self._setup_projected(X, Y, ridge)
+        if getattr(self, "full_gradient_", False):  # decided by the replicated set-up: every rank raises
+            raise NotImplementedError(
+                f"{type(self).__name__} (kops.distributed): full-gradient epochs, which the single-process solver "
+                "takes when the ridge dominates the preconditioned spectrum, are not sharded yet; pass "
+                "full_gradient=False, or fit with the single-process solver")
+        return out
 
     def _shard_pieces(self, Z, corr, projector):
         shard = self._shard_model(Z, "centers")

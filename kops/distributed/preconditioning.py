@@ -9,8 +9,10 @@ are this rank's rows (p_r x c) and ``rows`` are local row indices.
 Communication (q damped directions, s Nystrom points, c outputs):
 
 * :meth:`ShardedCorrection.correct`: one all-reduce of q x c (``E^T u[idx]`` or ``W^T u``).
-* :meth:`ShardedProjector.solve`: exact path, one all-gather of h (p x c); iterative path,
-  per step one all-reduce of s x c (``K(X_S, Z) g``) and one all-gather of w (p x c).
+* :meth:`ShardedProjector.solve`: exact path, one all-gather of h (p x c); conjugate
+  gradients, per step one all-gather of the direction (p x c) and all-reduces of q x c (the
+  Nystrom preconditioner of K(Z, Z)) and c (inner products); above the CG limit, EigenPro 2
+  epochs over the centers (one all-reduce of m x c per mini-batch).
 * :meth:`ShardedProjector.rows_f`: one all-reduce of ``f`` on the correction's rows
   (s x c, or p x c for the span preconditioner).
 """
@@ -95,15 +97,17 @@ class ShardedProjector:
         self.L = getattr(projector, "L", None)
         self.formed = False
         if self.L is None:
-            self.P, self.idx, self.eta = projector.P, projector.idx, projector.step_size
+            self.P, self.idx = projector.P, projector.idx
             self.tol, self.max_steps = projector.tol, projector.max_steps
-            self.full_batch, self.batch_size = projector.full_batch, projector.batch_size
+            self.method = getattr(projector, "method", "cg")
             self.generator = projector.generator
-            self.idx_mask, self.idx_local = shard.local(projector.idx)
             self.formed = projector.formed
-            if self.formed:  # only this rank's rows: K(Z_r, Z) and K(X_S, Z_r)
+            if self.formed:  # only this rank's rows of K(Z, Z)
                 self.K_r = projector.K[shard.slice].contiguous()
-                self.KS_r = projector.KS[:, shard.slice].contiguous()
+            if self.method == "cg":  # the Nystrom preconditioner of K(Z, Z): its basis by rows
+                self.U_r, self.scale = projector.pcg.U[shard.slice].contiguous(), projector.pcg.scale
+            else:
+                self.eta, self.batch_size = projector.step_size, projector.batch_size
         self.steps_, self.residuals_ = [], []
 
     def rows_f(self, alpha_r):
@@ -117,6 +121,45 @@ class ShardedProjector:
         sq = torch.tensor([float(t.to(torch.float64).square().sum())], dtype=torch.float64, device=t.device)
         return math.sqrt(float(all_reduce(sq, self.group)))
 
+    def _K(self, v_r):
+        """This rank's rows of ``K(Z, Z) v`` (all-gathers v: p x c)."""
+        v = all_gather_rows(v_r, self.shard, self.group)
+        return self.K_r @ v if self.formed else kmv(self.Z_r, self.Z, v, self.kernel)
+
+    def _pcg(self, r_r):
+        """The rows of ``r + U diag(scale) U^T r`` (one all-reduce of q x c)."""
+        return r_r + self.U_r @ (all_reduce(self.U_r.T @ r_r, self.group) * self.scale[:, None])
+
+    def _colsum(self, t):
+        return all_reduce(t.sum(0), self.group)
+
+    def _cg(self, h_r, norm):
+        """:meth:`CenterProjector._cg` on row shards: per step one all-gather of p x c and
+        all-reduces of q x c and c."""
+        w = torch.zeros_like(h_r)
+        r = h_r.clone()
+        z = self._pcg(r)
+        d = z.clone()
+        rz = self._colsum(r * z)
+        tiny = torch.finfo(h_r.dtype).tiny
+        rel, steps = 1.0, 0
+        while steps < self.max_steps:
+            Kd = self._K(d)
+            dKd = self._colsum(d * Kd)
+            a = torch.where(dKd > tiny, rz / dKd.clamp_min(tiny), torch.zeros_like(dKd))
+            w.addcmul_(d, a)
+            r.addcmul_(Kd, a, value=-1.0)
+            steps += 1
+            rel = self._norm(r) / norm
+            if rel <= self.tol:
+                break
+            z = self._pcg(r)
+            rz_new = self._colsum(r * z)
+            beta = torch.where(rz > tiny, rz_new / rz.clamp_min(tiny), torch.zeros_like(rz))
+            d = z.add_(d * beta)
+            rz = rz_new
+        return w, rel, steps
+
     def solve(self, h_r):
         """This rank's rows of w (p_r x c) with ``||K(Z, Z) w - h|| <= tol ||h||``."""
         if self.L is not None:  # exact: the float64 factor is replicated, h is gathered
@@ -125,26 +168,14 @@ class ShardedProjector:
             self.steps_.append(1)
             self.residuals_.append(0.0)
             return w[self.shard.slice]
-        w = torch.zeros_like(h_r)
         norm = self._norm(h_r)
         if norm == 0.0:
-            return w
-        rel, steps = 1.0, 0
-        if self.full_batch:
-            g = -h_r
-            while steps < self.max_steps:
-                KSg = self.KS_r @ g if self.formed else kmv(self.Z[self.idx], self.Z_r, g, self.kernel)
-                corr = self.P.coefficients(self.P.project(all_reduce(KSg, self.group)))
-                w.sub_(g, alpha=self.eta)
-                w.index_add_(0, self.idx_local, corr[self.idx_mask], alpha=self.eta)
-                w_all = all_gather_rows(w, self.shard, self.group)
-                Kw = self.K_r @ w_all if self.formed else kmv(self.Z_r, self.Z, w_all, self.kernel)
-                g = Kw - h_r
-                steps += 1
-                rel = self._norm(g) / norm
-                if rel <= self.tol:
-                    break
+            return torch.zeros_like(h_r)
+        if self.method == "cg":
+            w, rel, steps = self._cg(h_r, norm)
         else:
+            w = torch.zeros_like(h_r)
+            rel, steps = 1.0, 0
             h = all_gather_rows(h_r, self.shard, self.group)
             while steps < self.max_steps:
                 seen = sharded_eigenpro2_epoch(self.Z, h, w, self.shard, self.P, self.idx, self.batch_size,

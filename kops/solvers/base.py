@@ -224,11 +224,13 @@ class KernelModel(_Base):
         """
         name = type(self).__name__
         self._ridge, self._n = ridge, n
-        best, good = float("inf"), self.weights_.clone()
-        # Growth below rounding level of the zero model's objective is noise, not divergence
-        # (an interpolating fit reaches 1e-32).
+        good = self.weights_.clone()
+        # The fit starts from the zero model: its objective is the first "best", so a first
+        # epoch that makes the model worse than predicting 0 is divergence too. Growth below
+        # rounding level of that objective is noise (an interpolating fit reaches 1e-32).
         Ye = self._eval[1]
-        floor = 0.5 * float(Ye.square().sum(1).mean()) * 1e3 * torch.finfo(Ye.dtype).eps
+        best = 0.5 * float(Ye.square().sum(1).mean()) if not bool(good.any()) else float("inf")
+        floor = (best if math.isfinite(best) else 0.0) * 1e3 * torch.finfo(Ye.dtype).eps
         for epoch in range(1, epochs + 1):
             t0 = time.perf_counter()
             progress = Progress(n, f"{name} epoch {epoch}", bool(getattr(self, "verbose", 0)))
@@ -238,9 +240,10 @@ class KernelModel(_Base):
             objective = self.history_[-1]["objective"]
             if not math.isfinite(objective) or objective > max(DIVERGENCE_FACTOR * best, floor):
                 self.weights_.copy_(good)
+                kept = f"epoch {epoch - 1}" if epoch > 1 else "the initial (zero) model"
                 raise DivergenceError(
                     f"{name} diverged in epoch {epoch}: the objective went from {best:.4g} to {objective:.4g}. "
-                    f"The weights of epoch {epoch - 1} are kept. Pass a smaller batch_size, or a smaller "
+                    f"The weights of {kept} are kept. Pass a smaller batch_size, or a smaller "
                     "projection_tol (EigenPro 3 / 4), or check the data for outliers and the bandwidth")
             if objective <= best:
                 best = objective
