@@ -6,7 +6,8 @@
 #
 # Writes into OUTDIR: build.log, info.json, gpu_tests.log, memcheck.log (when the CUDA
 # backend and compute-sanitizer are present), kmv_cuda_*.json (backends side by side with the
-# roofline fraction), solvers_*.json (when bench/bench_solvers.py exists) and summary.txt.
+# roofline fraction), solvers_*.json (when bench/bench_solvers.py exists), distributed_*.json
+# (the sharded EigenPro 4 on NCCL, one process) and summary.txt.
 # Copy the JSON files to bench/results/ and commit them.
 set -uo pipefail
 OUTDIR=${1:?usage: bash bench/gpu_check.sh OUTDIR}
@@ -52,5 +53,11 @@ if [ -f bench/bench_solvers.py ]; then
   step "solver benchmark"
   timeout 40 "$PYTHON" bench/bench_solvers.py --device cuda --quick --json "$OUTDIR" >"$OUTDIR/bench_solvers.log" 2>&1
   echo "solver bench exit $?" | tee -a "$OUTDIR/summary.txt"; tail -15 "$OUTDIR/bench_solvers.log" | tee -a "$OUTDIR/summary.txt"
+fi
+if [ -f bench/bench_distributed.py ]; then
+  step "sharded EigenPro 4 on NCCL (world size 1: the NCCL code path on one GPU)"
+  timeout 60 "$PYTHON" bench/bench_distributed.py --backend nccl --device cuda --world-sizes 1 --epochs 2 \
+    --json "$OUTDIR" >"$OUTDIR/bench_distributed.log" 2>&1
+  echo "distributed bench exit $?" | tee -a "$OUTDIR/summary.txt"; tail -6 "$OUTDIR/bench_distributed.log" | tee -a "$OUTDIR/summary.txt"
 fi
 step "done"

@@ -116,6 +116,20 @@ class EigenPro2(KernelModel):
     def _fit(self, X, Y):
         epochs = check_epochs(self.epochs)
         ridge = check_ridge(self.ridge)
+        idx, P, m, eta = self._setup_eigenpro2(X, Y, ridge)
+        n, c = X.shape[0], Y.shape[1]
+        gen = self.generator_
+        self.centers_ = X
+        self.weights_ = torch.zeros(n, c, dtype=X.dtype, device=X.device)
+
+        def run_epoch(progress):
+            eigenpro2_epoch(X, Y, self.weights_, P, idx, m, eta, gen, ridge=ridge, progress=progress)
+
+        self._run_epochs(epochs, n, run_epoch, ridge)
+        return self
+
+    def _setup_eigenpro2(self, X, Y, ridge):
+        """The Nystrom sample ``idx``, the preconditioner, the batch size and the step size."""
         n, d = X.shape
         c = Y.shape[1]
         gen = self.generator_
@@ -135,11 +149,4 @@ class EigenPro2(KernelModel):
             self.step_size_, self.lambda_max_ = measured_step(xb, P, rho=ridge, rho1=ridge, budget=budget // 2, generator=gen,
                                                               full_batch=m >= n)
             eta = self.step_size_
-        self.centers_ = X
-        self.weights_ = torch.zeros(n, c, dtype=X.dtype, device=X.device)
-
-        def run_epoch(progress):
-            eigenpro2_epoch(X, Y, self.weights_, P, idx, m, eta, gen, ridge=ridge, progress=progress)
-
-        self._run_epochs(epochs, n, run_epoch, ridge)
-        return self
+        return idx, P, m, eta

@@ -1,0 +1,176 @@
+"""kops.distributed: sharded EigenPro fits on 1, 2 and 3 CPU processes (Gloo) against the
+single-process fits with the same seed, the fault behaviour, and the pieces.
+
+Each world size is launched once (fresh processes, file-based rendezvous, a timeout on every
+collective and on the whole run) and runs every case of ``distributed_scenarios.CASES``;
+the tests compare what came back.
+"""
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed as dist
+
+import distributed_scenarios as scenarios
+import kops
+import kops.distributed as kd
+from kops.distributed.group import Shard, all_gather_rows, batch_part
+
+pytestmark = pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()),
+                                reason="torch.distributed with Gloo is not available")
+
+_RUNS, _SINGLE = {}, {}
+#: relative tolerance against the single-process fit: float64 cases and the float32 one. The
+#: Laplacian kernel turns the rounding of a squared distance near 0 (1e-16) into 1e-8 (its
+#: square root), so a different summation order moves the float64 fits by about 1e-9.
+RTOL = {"float64": 1e-7, "float32": 1e-4}
+
+
+def runs(world_size):
+    """Every case fitted on ``world_size`` processes (once per world size)."""
+    if world_size not in _RUNS:
+        _RUNS[world_size] = kd.launch(scenarios.run_cases, world_size, (list(scenarios.CASES),), timeout=600,
+                                      collective_timeout=60)
+    return _RUNS[world_size]
+
+
+def single(name):
+    if name not in _SINGLE:
+        _SINGLE[name] = scenarios.fit_case(name, distributed=False)
+    return _SINGLE[name]
+
+
+def _rel(a, b):
+    return float(np.abs(np.asarray(a) - np.asarray(b)).max() / np.abs(np.asarray(b)).max())
+
+
+@pytest.mark.parametrize("world_size", [1, 2, 3])
+@pytest.mark.parametrize("name", list(scenarios.CASES))
+def test_sharded_fit_matches_single_process(name, world_size):
+    results = runs(world_size)
+    model, raw = single(name)
+    tol = RTOL[scenarios.CASES[name][1][3]]
+    first = results[0][name]
+    for rank, result in enumerate(results):
+        out = result[name]
+        # every rank gets the same (all-reduced) predictions, and they are the single-process fit's
+        np.testing.assert_array_equal(out["raw"], first["raw"], err_msg=f"rank {rank} differs from rank 0")
+        assert _rel(out["raw"], raw) < tol
+        assert _rel(out["weights"], model.weights_.numpy()) < 100 * tol
+        np.testing.assert_allclose(out["objective"], [r["objective"] for r in model.history_], rtol=100 * tol)
+        np.testing.assert_allclose(out["pred_gathered"], raw, rtol=0, atol=tol * np.abs(raw).max())
+    rows = [result[name]["rows"] for result in results]
+    assert sum(rows) == model.weights_.shape[0] and max(rows) - min(rows) <= 1  # sharded, balanced
+
+
+def test_ranks_with_different_data_fail_with_a_clear_error():
+    messages = [r["mismatch"] for r in runs(2)]
+    assert all("same on every rank" in m and "1 of 2 ranks" in m for m in messages), messages
+
+
+def test_a_dead_rank_makes_the_others_fail_not_hang():
+    with pytest.raises(kd.LaunchError) as info:
+        kd.launch(scenarios.die_mid_fit, 2, (1,), timeout=300, collective_timeout=20)
+    errors = info.value.errors
+    assert "exited with code 3" in errors[1]
+    assert "DistributedError" in errors[0] and "failed on rank 0 of 2" in errors[0], errors[0]
+
+
+def test_torchrun_environment(tmp_path):
+    """``torchrun --standalone`` (a free port): the default group comes from its environment."""
+    script = tmp_path / "fit.py"
+    script.write_text(textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        import numpy as np, torch, torch.distributed as dist
+        import distributed_scenarios as scenarios
+        torch.set_num_threads(1)
+        model, raw = scenarios.fit_case("ep4_span", distributed=True)
+        if dist.get_rank() == 0:
+            np.save({str(tmp_path / "raw.npy")!r}, raw)
+        import kops.distributed as kd
+        assert kd.launched_by_torchrun()
+        print(dist.get_backend(), dist.get_world_size())
+    """))
+    env = dict(os.environ, KOPS_DIST_TIMEOUT="60", OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                           str(script)], capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "gloo 2" in proc.stdout
+    _, raw = single("ep4_span")
+    assert _rel(np.load(tmp_path / "raw.npy"), raw) < RTOL["float64"]
+
+
+# ------------------------------------------------------------------ pieces, one process
+def test_shard_partitions_rows():
+    for p in (3, 7, 10, 11):
+        for world in (1, 2, 3):
+            shards = [Shard(p, r, world) for r in range(world)]
+            assert [s.lo for s in shards] == [0] + [s.hi for s in shards[:-1]] and shards[-1].hi == p
+            assert max(s.rows for s in shards) - min(s.rows for s in shards) <= 1
+            parts = [batch_part(p, r, world) for r in range(world)]
+            assert sum(part.stop - part.start for part in parts) == p and parts[-1].stop == p
+    mask, local = Shard(10, 1, 3).local(torch.tensor([0, 4, 5, 7, 9]))
+    assert mask.tolist() == [False, True, True, False, False] and local.tolist() == [0, 1]
+    with pytest.raises(ValueError, match="centers = 2 is smaller than the number of processes"):
+        Shard(2, 0, 3, "centers")
+
+
+def test_default_group_needs_torchrun_environment(monkeypatch):
+    for key in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(key, raising=False)
+    if dist.is_initialized():
+        pytest.skip("a default group is initialised in this process")
+    X, y, _ = scenarios.make_data(50, 3, 1, "float64")
+    assert not kd.launched_by_torchrun()
+    with pytest.raises(ValueError, match="torchrun"):
+        kd.EigenPro4(centers=10).fit(X, y)
+    with pytest.raises(ValueError, match="process_group must be"):
+        kd.EigenPro2(process_group="world").fit(X, y)
+    monkeypatch.setenv("KOPS_DIST_TIMEOUT", "soon")
+    with pytest.raises(ValueError, match="KOPS_DIST_TIMEOUT"):
+        kd.group.timeout_from_env()
+
+
+def test_parameters_and_classes():
+    model = kd.EigenPro4("gaussian", 2.0, centers=30, epochs=3, process_group=None)
+    params = model.get_params()
+    assert params["process_group"] is None and params["centers"] == 30 and params["kernel"] == "gaussian"
+    assert set(params) == set(kops.EigenPro4().get_params()) | {"process_group"}
+    assert isinstance(model, kops.EigenPro4)
+    assert kd.sharded_estimator(kops.EigenPro3) is kd.EigenPro3
+    assert kd.sharded_estimator("EigenPro2") is kd.EigenPro2
+    with pytest.raises(ValueError, match="no sharded version"):
+        kd.sharded_estimator(kops.ExactKernelRidge)
+    sklearn = pytest.importorskip("sklearn.base")
+    assert sklearn.clone(model).get_params() == params
+
+
+def test_all_gather_rows_world_of_one(tmp_path):
+    """The collectives on a group of one (this process), for the gather's padding."""
+    if dist.is_initialized():
+        pytest.skip("a default group is initialised in this process")
+    store = dist.FileStore(str(tmp_path / "store"), 1)
+    dist.init_process_group("gloo", store=store, rank=0, world_size=1)
+    try:
+        group = dist.group.WORLD
+        t = torch.arange(12.0).reshape(6, 2)
+        np.testing.assert_array_equal(all_gather_rows(t, Shard(6, 0, 1), group), t)
+        x = torch.randn(5, 2, dtype=torch.float64)
+        z = torch.randn(4, 2, dtype=torch.float64)
+        a = torch.randn(4, 3, dtype=torch.float64)
+        product = kd.ShardedKernelProduct(z, kops.Laplacian(2.0), Shard(4, 0, 1), group)
+        ref = torch.exp(-torch.cdist(x, z) / 2.0) @ a
+        torch.testing.assert_close(product(x, a), ref)
+        g = torch.randn(5, 3, dtype=torch.float64)
+        torch.testing.assert_close(product.transpose(x, g), torch.exp(-torch.cdist(z, x) / 2.0) @ g)
+        X, y, _ = scenarios.make_data(80, 3, 1, "float64")
+        with pytest.raises(NotImplementedError, match="full_gradient=False"):
+            kd.EigenPro3(centers=20, ridge=100.0, full_gradient=True, epochs=1, dtype="float64").fit(X, y)
+    finally:
+        dist.destroy_process_group()
