@@ -25,7 +25,7 @@ from ._validation import check_epochs, check_ridge
 from .base import KernelModel
 from .iterations import eigenpro2_epoch
 from .preconditioner import NystromPreconditioner
-from .stepsize import batch_size_for, measured_step
+from .stepsize import DIAG_ROWS, batch_size_for, measured_step
 
 __all__ = ["EigenPro2"]
 
@@ -145,8 +145,10 @@ class EigenPro2(KernelModel):
             self.step_size_ = eta = P.step_size(m, n)
             self.lambda_max_ = 1.0 / eta
         else:
-            xb = X[torch.randperm(n, generator=gen)[:m].to(X.device)]
+            perm = torch.randperm(n, generator=gen)
+            xb = X[perm[:m].to(X.device)]
+            dx = X[perm[:DIAG_ROWS].to(X.device)] if m < DIAG_ROWS else None
             self.step_size_, self.lambda_max_ = measured_step(xb, P, rho=ridge, rho1=ridge, budget=budget // 2, generator=gen,
-                                                              full_batch=m >= n)
+                                                              full_batch=m >= n, diag_points=dx)
             eta = self.step_size_
         return idx, P, m, eta

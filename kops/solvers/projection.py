@@ -33,7 +33,7 @@ from .base import KernelModel
 from .center_preconditioner import CholeskyProjector, SampleCorrection, SpanPreconditioner, cholesky_factor
 from .iterations import eigenpro2_epoch
 from .preconditioner import NystromPreconditioner
-from .stepsize import MAX_BATCH, batch_size_for, full_gradient_step_size, measured_step, use_full_gradient
+from .stepsize import DIAG_ROWS, MAX_BATCH, batch_size_for, full_gradient_step_size, measured_step, use_full_gradient
 
 __all__ = ["CenterProjector", "NystromPCG", "ProjectedEigenPro", "PROJECTION_TOL"]
 
@@ -264,17 +264,19 @@ class ProjectedEigenPro(KernelModel):
             corr.kernel = self.kernel_
             inverse = None
         m = batch_size_for(corr, n, self.batch_size, X.element_size() * (d + 4 * c), budget // 4)
-        xb = X[torch.randperm(n, generator=gen)[:m].to(X.device)]
+        perm = torch.randperm(n, generator=gen)
+        xb = X[perm[:m].to(X.device)]
+        dx = X[perm[:DIAG_ROWS].to(X.device)] if m < DIAG_ROWS else None  # beta_G beyond a small batch
         if inverse is not None:
             eta, top = measured_step(xb, corr, rho=m * ridge / n, rho1=ridge / n, budget=budget, generator=gen, centers=Z,
-                                     correction=corr, inverse=inverse, full_batch=m >= n)
+                                     correction=corr, inverse=inverse, full_batch=m >= n, diag_points=dx)
         else:  # the upper bound without the projection
             eta, top = measured_step(xb, P_data, rho=m * ridge / n, rho1=ridge / n, budget=budget, generator=gen,
-                                     full_batch=m >= n)
+                                     full_batch=m >= n, diag_points=dx)
         self.full_gradient_ = use_full_gradient(corr, ridge, n, getattr(self, "full_gradient", "auto"))
         if self.full_gradient_:
             eta, top = full_gradient_step_size(top, m, n)
-        self._probe = (xb, corr, inverse)
+        self._probe = (xb, corr, inverse, dx)
         self.preconditioner_ = corr if self.span_preconditioner_ else P_data
         self.projector_ = projector
         self.batch_size_ = m
@@ -287,13 +289,14 @@ class ProjectedEigenPro(KernelModel):
     def _delayed_step(self, ridge, n):
         """EigenPro 4 with T > 1: the step must also hold between projections, where the
         pending part lives outside the span of the centers (the unprojected operator)."""
-        xb, corr, inverse = self._probe
+        xb, corr, inverse, dx = self._probe
         if inverse is None:  # the sample set-up already measured the unprojected bound
             return self.step_size_
         m = xb.shape[0]
         eta, top = measured_step(xb, corr, rho=m * ridge / n, rho1=ridge / n,
                                  budget=get_memory_budget(self.device_) // 2, generator=self.generator_,
-                                 centers=self.centers_, correction=corr, inverse=inverse, projected=False)
+                                 centers=self.centers_, correction=corr, inverse=inverse, projected=False,
+                                 diag_points=dx)
         if eta < self.step_size_:
             self.step_size_, self.lambda_max_ = eta, top
         return self.step_size_

@@ -111,7 +111,7 @@ def batch_size_for(precond, n: int, batch_size, bytes_per_row: int, budget: int,
 
 def measured_step(xb, precond, *, rho: float, rho1: float, budget: int, generator, centers=None,
                   correction=None, inverse=None, factor: float = STEP_FACTOR,
-                  full_batch: bool = False, projected: bool = True) -> tuple[float, float]:
+                  full_batch: bool = False, projected: bool = True, diag_points=None) -> tuple[float, float]:
     """``(eta, lambda_max)`` for batches like ``xb`` (module docstring).
 
     Parameters
@@ -136,7 +136,13 @@ def measured_step(xb, precond, *, rho: float, rho1: float, budget: int, generato
         With ``centers``: the operator on the span of the centers (``False``: without the
         projection, ``K_BB - K_BZ C K_ZB``, which bounds EigenPro 4's steps between
         projections, when the pending part lives outside the span).
+    diag_points : Tensor (k, d), optional
+        Points on which ``beta_G`` is measured (default: the batch's first 256). A small
+        batch is a poor sample of the diagonal: points of the Nystrom sample are damped
+        far more than the others, and a probe batch made mostly of them overestimated the
+        safe step tenfold (batch 16, p = 200: divergence).
     """
+    dx = (xb if diag_points is None else diag_points)[:DIAG_ROWS]
     P = precond
     m, elt = xb.shape[0], xb.element_size()
     dt, dev = xb.dtype, xb.device
@@ -154,7 +160,7 @@ def measured_step(xb, precond, *, rho: float, rho1: float, budget: int, generato
         scale, m = m / sub, sub
         xb, centers = xb[:sub].to(dt), centers.to(dt)
         KBZ = kernel_matrix(xb, centers, k)
-        W = KBZ[:DIAG_ROWS].T
+        W = kernel_matrix(dx.to(dt), centers, k).T
         coef = correction.coef_full64
         if projected:
             def apply(V):
@@ -168,14 +174,14 @@ def measured_step(xb, precond, *, rho: float, rho1: float, budget: int, generato
             def apply(V):
                 return KBB @ V - KBZ @ coef(KBZ.T @ V)
 
-            diag = KBB.diagonal()[:DIAG_ROWS] - (W * coef(W)).sum(0)
+            diag = P.kernel_diag - (W * coef(W)).sum(0)
     else:
         k, s = P.kernel, P.n_nystrom
 
         def correction_of(KSB_v):  # E D E^T K_SB v
             return P.coefficients(P.project(KSB_v))
 
-        KsS = kernel_matrix(xb[:DIAG_ROWS], P.x, k)
+        KsS = kernel_matrix(dx, P.x, k)
         diag = P.kernel_diag - ((KsS @ P.E).square() * P.D).sum(1)
         # Formed blocks (kernel_matrix is far faster than repeated fused products at large d).
         # When the batch's blocks do not fit, a sub-batch of m' rows does: lambda_max is
