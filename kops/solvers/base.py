@@ -175,6 +175,11 @@ class KernelModel(_Base):
         X = self._setup(X)
         Y = self._targets(y, X.shape[0])
         self._sample_weight = check_sample_weight(sample_weight, X.shape[0], self.device_, self.dtype_)
+        if self._sample_weight is not None and self._is_classifier():
+            weighted = Y[self._sample_weight > 0].amax(0)
+            if int((weighted > 0).sum()) < 2:
+                raise ValueError("sample_weight leaves a single class with positive weight; classification "
+                                 "needs at least 2 classes")
         self.n_features_in_ = X.shape[1]
         val = self._validation(X_val, y_val, X.shape[1])
         self.history_ = []
@@ -302,7 +307,8 @@ class KernelModel(_Base):
         if not ridge:
             return 0.0
         a = self.weights_
-        return 0.5 * ridge / self._n * float((a * kmv(self.centers_, self.centers_, a, self.kernel_)).sum())
+        Z = self.centers_.to(a.dtype)  # ExactKernelRidge keeps float64 weights whatever the dtype
+        return 0.5 * ridge / self._n * float((a * kmv(Z, Z, a, self.kernel_)).sum())
 
     # ---------------------------------------------------------------------- predict
     def _check_fitted(self):
@@ -323,8 +329,12 @@ class KernelModel(_Base):
         """The raw outputs ``K(X, Z) @ alpha``, shape (n, c); (n,) for 1-D regression targets,
         and for two classes ``f_1 - f_0`` (positive: ``classes_[1]``), scikit-learn's convention.
 
-        Returns a numpy array for array-like input, a tensor (on X's device) for tensor input.
+        Returns a float64 numpy array for array-like input, a tensor (on X's device, in the
+        training dtype) for tensor input.
         """
+        return self._decision_values(X)
+
+    def _decision_values(self, X):
         out, is_tensor = self._outputs(X)
         if self._single_output:
             out = out[:, 0]
@@ -332,7 +342,7 @@ class KernelModel(_Base):
             out = out[:, 1] - out[:, 0]
         if is_tensor:
             return out.to(X.device)
-        return out.cpu().numpy()
+        return out.cpu().numpy().astype(np.float64, copy=False)
 
     def predict(self, X):
         """Predictions for X (n, d): class labels (classification) or outputs (regression).
@@ -341,7 +351,7 @@ class KernelModel(_Base):
         (class labels stay numpy when they are not numeric).
         """
         if not self._is_classifier():
-            return self.decision_function(X)
+            return self._decision_values(X)
         out, is_tensor = self._outputs(X)
         labels = self.classes_[out.argmax(1).cpu().numpy()]
         if is_tensor and labels.dtype.kind in "biuf":

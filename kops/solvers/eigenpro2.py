@@ -115,7 +115,7 @@ class EigenPro2(KernelModel):
 
     def _fit(self, X, Y):
         epochs = check_epochs(self.epochs)
-        ridge = check_ridge(self.ridge)
+        ridge = self._uniform_weight_ridge(check_ridge(self.ridge))
         n, d = X.shape
         c = Y.shape[1]
         gen = self.generator_

@@ -85,7 +85,7 @@ class EigenPro3(ProjectedEigenPro):
 
     def _fit(self, X, Y):
         epochs = check_epochs(self.epochs)
-        ridge = check_ridge(self.ridge)
+        ridge = self._uniform_weight_ridge(check_ridge(self.ridge))
         Z, corr, projector, m = self._setup_projected(X, Y, ridge)
         n, p, c = X.shape[0], Z.shape[0], Y.shape[1]
         eta, gen = self.step_size_, self.generator_

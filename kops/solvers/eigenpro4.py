@@ -133,7 +133,7 @@ class EigenPro4(ProjectedEigenPro):
 
     def _fit(self, X, Y):
         epochs = check_epochs(self.epochs)
-        ridge = check_ridge(self.ridge)
+        ridge = self._uniform_weight_ridge(check_ridge(self.ridge))
         Z, corr, projector, m = self._setup_projected(X, Y, ridge)
         n, d = X.shape
         p, c = Z.shape[0], Y.shape[1]

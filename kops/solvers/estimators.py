@@ -43,10 +43,24 @@ __all__ = [
 ]
 
 
+class _Unavailable:
+    """A method a class does not offer: ``hasattr`` is False and access says why."""
+
+    def __init__(self, reason: str):
+        self.reason = reason
+
+    def __get__(self, obj, owner=None):
+        raise AttributeError(self.reason)
+
+
 class _Regressor(RegressorMixin):
-    """RegressorMixin with the solvers' own score (tensors on any device, multi-output R^2)."""
+    """RegressorMixin with the solvers' own score (tensors on any device, multi-output R^2).
+
+    Regressors have no ``decision_function`` (scikit-learn's convention: ``predict`` gives the
+    outputs)."""
 
     score = KernelModel.score
+    decision_function = _Unavailable("a regressor has no decision_function: predict returns the outputs")
 
 
 class _Classifier(ClassifierMixin):
