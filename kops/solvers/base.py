@@ -213,15 +213,19 @@ class KernelModel(_Base):
                              "unequal weights are supported by kops.Falkon and kops.ExactKernelRidge")
         return ridge / first
 
-    def _warm_start_weights(self):
-        """The previous fit's weights (p, c) to start from, or None (cold start).
+    def _warm_start_weights(self, X, Y):
+        """The previous fit's centers (p, d) and weights (p, c) to start from, or None.
 
-        With ``warm_start=True`` and a fitted model whose centers, features and outputs match
-        this fit; a mismatch in outputs (or classes) raises ValueError.
+        With ``warm_start=True`` and a fitted model; its centers must have X's features and
+        its weights Y's outputs (ValueError naming ``warm_start`` otherwise).
         """
         if not getattr(self, "warm_start", False) or not hasattr(self, "weights_"):
             return None
-        return self.weights_.detach().clone()
+        Z, W = self.centers_, self.weights_
+        if Z.shape[1] != X.shape[1] or W.shape[1] != Y.shape[1]:
+            raise ValueError(f"warm_start: the previous fit had {Z.shape[1]} features and {W.shape[1]} outputs, "
+                             f"this one has {X.shape[1]} and {Y.shape[1]}; pass warm_start=False to start afresh")
+        return Z.to(X.device, X.dtype), W.detach().to(X.device, X.dtype).clone()
 
     def _fit(self, X, Y):  # pragma: no cover - abstract
         raise NotImplementedError

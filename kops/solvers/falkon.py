@@ -54,6 +54,8 @@ FACTOR_MATRICES = 3
 JITTER = {torch.float32: 1e-5, torch.float64: 1e-13}
 #: CG iterations between recomputations of the residual from its definition
 RESIDUAL_REFRESH = 10
+#: growth of the recomputed residual over the best one at which CG stops (the rounding floor)
+FLOOR_GROWTH = 2.0
 #: default number of centers, before the memory cap
 DEFAULT_CENTERS = 10_000
 
@@ -169,8 +171,14 @@ def conjugate_gradient(apply, b, x0=None, *, max_iter: int, tol: float, on_itera
     """Conjugate gradient on ``W x = b`` for SPD ``W``, each column of b (p, c) on its own.
 
     ``on_iteration(k, x, relative_residual)`` runs after iteration k (1-based) and may
-    return True to stop. Every ``refresh`` iterations the residual is recomputed as
-    ``b - W x`` and the search restarts from it (rounding drift in the recursion). Stops when every column's ``||r|| / ||b||`` is at most ``tol``.
+    return True to stop. Stops when every column's ``||r|| / ||b||`` is at most ``tol``.
+
+    Every ``refresh`` iterations (and at the end) the residual is recomputed as ``b - W x``:
+    rounding drifts the recursive one away from it. When the recomputed residual is more than
+    ``FLOOR_GROWTH`` times the best one seen, the products' rounding floor has been reached
+    (float32 products on an ill-conditioned system): the best iterate is returned and the
+    iteration stops, instead of drifting away.
+
     Returns ``(x, iterations, relative residuals (c,))``.
     """
     x = torch.zeros_like(b) if x0 is None else x0.clone()
@@ -179,7 +187,19 @@ def conjugate_gradient(apply, b, x0=None, *, max_iter: int, tol: float, on_itera
     d = r.clone()
     rs = r.square().sum(0)
     rel = rs.sqrt() / b_norm
+    best_x, best_rel = x.clone(), rel.clone()
     k = 0
+
+    def at_floor():  # recompute the residual; True when it has grown past the best one's
+        nonlocal r, best_x, best_rel
+        r = b - apply(x)
+        true_rel = r.norm(dim=0) / b_norm
+        if float(true_rel.max()) > FLOOR_GROWTH * float(best_rel.max()):
+            return True
+        if float(true_rel.max()) <= float(best_rel.max()):
+            best_x, best_rel = x.clone(), true_rel
+        return False
+
     while k < max_iter and bool((rel > tol).any()):
         Wd = apply(d)
         curvature = (d * Wd).sum(0)
@@ -188,21 +208,20 @@ def conjugate_gradient(apply, b, x0=None, *, max_iter: int, tol: float, on_itera
         x.add_(d * step)
         r.sub_(Wd * step)
         k += 1
-        if k % refresh == 0:
-            r = b - apply(x)
-            rs_new = r.square().sum(0)
-            d = r.clone()
-        else:
-            rs_new = r.square().sum(0)
-            d = r + d * torch.where(active, rs_new / torch.where(rs > 0, rs, 1.0), 0.0)
-        rs = rs_new
-        rel = rs.sqrt() / b_norm
         if not bool(torch.isfinite(x).all()):
             raise DivergenceError(f"conjugate gradient produced non-finite values in iteration {k}")
+        if k % refresh == 0 and at_floor():
+            return best_x, k, best_rel
+        rs_new = r.square().sum(0)
+        d = r + d * torch.where(active, rs_new / torch.where(rs > 0, rs, 1.0), 0.0)
+        rs = rs_new
+        rel = rs.sqrt() / b_norm
         if on_iteration is not None and on_iteration(k, x, rel):
             break
         if not bool(active.any()):
             break
+    if k % refresh and at_floor():
+        return best_x, k, best_rel
     return x, k, rel
 
 
@@ -255,8 +274,10 @@ class Falkon(KernelModel):
     block_reuse_ : bool
         Whether each product formed its kernel tiles once (the cost model).
     history_ : list of dict
-        One record per iteration (``epoch`` is the iteration), with the metrics of
+        One record per iteration run (``epoch`` is the iteration), with the metrics of
         :class:`kops.solvers.base.KernelModel` and ``residual`` (the largest over outputs).
+        When the iteration stops at the rounding floor (:func:`conjugate_gradient`) the
+        model is the best iterate, which may precede the last records.
     """
 
     def __init__(self, kernel="laplacian", bandwidth=None, *, centers=None, ridge=0.0, max_iter=20, tol=1e-7,
@@ -286,10 +307,10 @@ class Falkon(KernelModel):
             raise ValueError(f"tol must be a number >= 0, got {self.tol!r}")
         return tol
 
-    def _centers(self, X, budget):
-        warm = self._warm_start_weights()
+    def _centers(self, X, Y, budget):
+        warm = self._warm_start_weights(X, Y)
         if warm is not None:
-            return self.centers_, warm
+            return warm
         cap = max_centers(budget)
         centers = self.centers
         if centers is None:
@@ -309,7 +330,7 @@ class Falkon(KernelModel):
         tol = self._check_tol()
         budget = get_memory_budget(self.device_)
         t0 = time.perf_counter()
-        Z, warm = self._centers(X, budget)
+        Z, warm = self._centers(X, Y, budget)
         n, d = X.shape
         p, c = Z.shape[0], Y.shape[1]
         w = self._sample_weight_tensor()
@@ -348,6 +369,5 @@ class Falkon(KernelModel):
         beta, self.n_iter_, rel = conjugate_gradient(apply, b, beta0, max_iter=max_iter, tol=tol,
                                                      on_iteration=on_iteration)
         self.residuals_ = rel.cpu().numpy()
-        if self.n_iter_ == 0:  # already converged (or max_iter = 0): keep the start
-            self.weights_.copy_(P.apply(beta))
+        self.weights_.copy_(P.apply(beta))  # the best iterate (see conjugate_gradient)
         return self
