@@ -229,3 +229,21 @@ def test_falkon_warm_start_continues_from_the_previous_weights():
     assert np.linalg.norm(cold.fit(X, y).predict(X) - exact) == pytest.approx(errors[0], rel=1e-6)
     with pytest.raises(ValueError, match="warm_start"):
         model.fit(X[:, :2], y)
+
+
+@pytest.mark.parametrize("cls", [kops.EigenPro3Regressor, kops.EigenPro4Regressor, kops.EigenPro2Regressor])
+def test_eigenpro_warm_start_continues_training(cls):
+    X, y = _regression()
+    kw = dict(kernel="laplacian", bandwidth=2.0, ridge=1e-2, epochs=1, dtype="float64", random_state=0)
+    if cls is not kops.EigenPro2Regressor:
+        kw["centers"] = X[:50]
+    exact = kops.ExactKernelRidgeRegressor("laplacian", 2.0, ridge=1e-2,
+                                           centers=kw.get("centers")).fit(X, y).predict(X)
+    model = cls(warm_start=True, **kw)
+    errors = [np.linalg.norm(model.fit(X, y).predict(X) - exact) for _ in range(4)]
+    assert errors[-1] < 0.5 * errors[0], errors
+    if cls is kops.EigenPro2Regressor:
+        with pytest.raises(ValueError, match="warm_start: EigenPro2's centers are its training points"):
+            model.fit(X[:-1], y[:-1])
+    with pytest.raises(ValueError, match="warm_start"):
+        model.fit(X[:, :2], y)

@@ -37,7 +37,7 @@ class EigenPro3(ProjectedEigenPro):
     Parameters
     ----------
     kernel, bandwidth, epochs, batch_size, n_nystrom, n_components, task, device, dtype,
-    random_state, memory_budget, eig_method, callback, verbose
+    random_state, memory_budget, eig_method, warm_start, callback, verbose
         As in :class:`kops.EigenPro2` (n_nystrom / n_components: the data preconditioner's).
     centers : int, array (p, d) or None
         An int p picks p random training points (p > n is an error); None picks
@@ -62,8 +62,8 @@ class EigenPro3(ProjectedEigenPro):
 
     def __init__(self, kernel="laplacian", bandwidth=None, *, centers=None, epochs=5, batch_size=None,
                  n_nystrom=None, n_components=None, projection_tol=1e-3, projection_steps=None, ridge=0.0, task="auto", device=None,
-                 dtype="float32", random_state=None, memory_budget=None, eig_method="auto", callback=None,
-                 verbose=0):
+                 dtype="float32", random_state=None, memory_budget=None, eig_method="auto", warm_start=False,
+                 callback=None, verbose=0):
         self.kernel = kernel
         self.bandwidth = bandwidth
         self.centers = centers
@@ -80,6 +80,7 @@ class EigenPro3(ProjectedEigenPro):
         self.random_state = random_state
         self.memory_budget = memory_budget
         self.eig_method = eig_method
+        self.warm_start = warm_start
         self.callback = callback
         self.verbose = verbose
 
@@ -91,6 +92,9 @@ class EigenPro3(ProjectedEigenPro):
         eta, gen = self.step_size_, self.generator_
         del self._probe
         self.weights_ = alpha = torch.zeros(p, c, dtype=X.dtype, device=X.device)
+        if self._warm_weights is not None:
+            alpha.copy_(self._warm_weights)
+        del self._warm_weights
 
         def run_epoch(progress):
             perm = torch.randperm(n, generator=gen).to(X.device)

@@ -76,7 +76,7 @@ class EigenPro4(ProjectedEigenPro):
     Parameters
     ----------
     kernel, bandwidth, centers, epochs, batch_size, n_nystrom, n_components, ridge, task,
-    device, dtype, random_state, memory_budget, eig_method, callback, verbose
+    device, dtype, random_state, memory_budget, eig_method, warm_start, callback, verbose
         As in :class:`kops.EigenPro3`.
     projection_interval : int, optional
         T, batches between projections; default ``max(1, (projection_coeff - 1) p // m)``
@@ -109,7 +109,7 @@ class EigenPro4(ProjectedEigenPro):
     def __init__(self, kernel="laplacian", bandwidth=None, *, centers=None, epochs=5, batch_size=None,
                  n_nystrom=None, n_components=None, projection_interval=None, projection_coeff=2.0,
                  projection_tol=1e-3, projection_steps=None, ridge=0.0, task="auto", device=None, dtype="float32", random_state=None,
-                 memory_budget=None, eig_method="auto", callback=None, verbose=0):
+                 memory_budget=None, eig_method="auto", warm_start=False, callback=None, verbose=0):
         self.kernel = kernel
         self.bandwidth = bandwidth
         self.centers = centers
@@ -128,6 +128,7 @@ class EigenPro4(ProjectedEigenPro):
         self.random_state = random_state
         self.memory_budget = memory_budget
         self.eig_method = eig_method
+        self.warm_start = warm_start
         self.callback = callback
         self.verbose = verbose
 
@@ -153,6 +154,11 @@ class EigenPro4(ProjectedEigenPro):
                                   ridge=ridge, n=n, kernel=self.kernel_, budget=tile_budget,
                                   form=self.block_reuse_)
         self.weights_ = state.alpha
+        if self._warm_weights is not None:  # start from the previous fit: as after a projection
+            state.alpha.copy_(self._warm_weights)
+            if state.f_rows is not None:
+                state.f_rows.copy_(projector.rows(corr.rows, state.alpha))
+        del self._warm_weights
         gen = self.generator_
 
         def run_epoch(progress):
