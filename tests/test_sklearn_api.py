@@ -16,8 +16,6 @@ from sklearn.preprocessing import StandardScaler
 
 import kops
 
-pd = pytest.importorskip("pandas")
-
 
 def _classification(n=120, d=2, classes=2, seed=0):
     rng = np.random.default_rng(seed)
@@ -111,6 +109,7 @@ def test_clone_pickle_joblib_and_torch_save_round_trips(make, tmp_path):
 
 
 def test_feature_names_and_reordered_columns():
+    pd = pytest.importorskip("pandas")
     X, y = _regression()
     df = pd.DataFrame(X, columns=["a", "b", "c"])
     model = kops.FalkonRegressor("gaussian", 1.0, centers=60, random_state=0).fit(df, y)
