@@ -18,9 +18,11 @@ invert H exactly if the data were the centers (the Nystrom approximation
 
 The jitter keeps ``B`` from amplifying the products' rounding: with float32 products, a
 factor of the bare ``K_ZZ`` made CG diverge on smooth kernels (measured: residual 4e4 after
-20 iterations on 200 Gaussian centers); every 10 iterations the residual is recomputed from
-its definition to shed the drift. One CG iteration applies ``B^T H B`` once: two triangular solves each side (O(p^2) float64)
-and ``K_nZ^T W K_nZ u`` through the ops: either two fused products ``kmv(Z, X, w * kmv(X, Z,
+20 iterations on 200 Gaussian centers). Every 10 iterations the residual is recomputed from
+its definition, and CG stops with its best iterate once that residual grows (the rounding
+floor of the products; :func:`conjugate_gradient`). One CG iteration applies ``B^T H B``
+once: two triangular solves each side (O(p^2) float64) and ``K_nZ^T W K_nZ u`` through the
+ops: either two fused products ``kmv(Z, X, w * kmv(X, Z,
 u))`` or, when the cost model of :func:`kops.solvers.iterations.reuse_kernel_block` says so,
 row tiles ``K(X_t, Z)`` formed once by :func:`kops.kernel_matrix` and multiplied twice.
 The ridge part is exact, not Falkon's usual ``r B^T K_ZZ B ~ (r/N) A^{-1} A^{-T}``: from
@@ -28,8 +30,8 @@ The ridge part is exact, not Falkon's usual ``r B^T K_ZZ B ~ (r/N) A^{-1} A^{-T}
 point is exactly the restricted model whatever the jitter.
 
 Cost per iteration O(n p (d + c)) kernel work and O(p^2 c) float64 solves; memory: the two
-float64 factors (``16 p^2`` bytes) plus the formed factor of the second Cholesky
-(``8 p^2``) must fit the memory budget, which is why the default number of centers is capped
+float64 factors (``16 p^2`` bytes) plus the matrix of the second Cholesky while it is
+factorised (``8 p^2``) must fit the memory budget, which is why the default number of centers is capped
 by it (:func:`max_centers`). This is Falkon's O(p^2) memory wall; EigenPro 4 has none.
 """
 from __future__ import annotations
