@@ -13,6 +13,9 @@ from .ops import kernel_matrix, kmv, kmv_accumulate
 from .operator import KernelOperator
 from .precision import PRECISIONS
 from .solvers import EigenPro2, EigenPro3, EigenPro4, ExactKernelRidge
+from .solvers import (DivergenceError, EigenPro2Classifier, EigenPro2Regressor, EigenPro3Classifier,
+                      EigenPro3Regressor, EigenPro4Classifier, EigenPro4Regressor, ExactKernelRidgeClassifier,
+                      ExactKernelRidgeRegressor, Falkon, FalkonClassifier, FalkonRegressor, NotFittedError)
 
 __all__ = [
     "__version__",
@@ -36,4 +39,17 @@ __all__ = [
     "EigenPro3",
     "EigenPro4",
     "ExactKernelRidge",
+    "Falkon",
+    "EigenPro2Regressor",
+    "EigenPro2Classifier",
+    "EigenPro3Regressor",
+    "EigenPro3Classifier",
+    "EigenPro4Regressor",
+    "EigenPro4Classifier",
+    "ExactKernelRidgeRegressor",
+    "ExactKernelRidgeClassifier",
+    "FalkonRegressor",
+    "FalkonClassifier",
+    "NotFittedError",
+    "DivergenceError",
 ]

@@ -7,7 +7,7 @@ import torch
 
 import kops
 
-SOLVERS = [kops.EigenPro2, kops.EigenPro3, kops.EigenPro4, kops.ExactKernelRidge]
+SOLVERS = [kops.EigenPro2, kops.EigenPro3, kops.EigenPro4, kops.ExactKernelRidge, kops.Falkon]
 
 
 def _data(n=60, d=3, seed=0):
@@ -18,39 +18,60 @@ def _data(n=60, d=3, seed=0):
 def _make(cls, **kw):
     if cls in (kops.EigenPro3, kops.EigenPro4):
         kw.setdefault("centers", 20)
-    if cls is not kops.ExactKernelRidge:
+    if cls is kops.Falkon:
+        kw.setdefault("max_iter", 2)
+    elif cls is not kops.ExactKernelRidge:
         kw.setdefault("epochs", 1)
     return cls("gaussian", 1.5, random_state=0, **kw)
 
 
+# Array-likes go through scikit-learn's validation (its messages, which name X / y where it
+# can); tensors through kops's own, which always name the argument.
+MESSAGES = {
+    "2d": {"numpy": "Expected 2D array, got 1D array", "tensor": "X must be 2-D"},
+    "empty": {"numpy": "Found array with 0 sample", "tensor": "X is empty"},
+    "nan": {"numpy": "Input X contains NaN", "tensor": "X contains NaN"},
+    "inf": {"numpy": "Input X contains infinity", "tensor": "X contains NaN or infinity"},
+    "rows": {"numpy": "inconsistent numbers of samples: \\[60, 59\\]", "tensor": "y has 59 rows"},
+    "y_nan": {"numpy": "Input y contains NaN", "tensor": "y contains NaN"},
+    "y_2d": {"numpy": "y should be a 1d array", "tensor": "y must be 1-D"},
+    "features": {"numpy": "X has 2 features, but \\w+ is expecting 3 features", "tensor": "X has 2 features"},
+}
+
+
+@pytest.mark.parametrize("kind", ["numpy", "tensor"])
 @pytest.mark.parametrize("cls", SOLVERS)
-def test_bad_X_and_y(cls):
+def test_bad_X_and_y(cls, kind):
     X, y = _data()
-    with pytest.raises(ValueError, match="X must be 2-D"):
+    if kind == "tensor":
+        X, y = torch.from_numpy(X), torch.from_numpy(y)
+    msg = {key: value[kind] for key, value in MESSAGES.items()}
+    with pytest.raises(ValueError, match=msg["2d"]):
         _make(cls).fit(X[:, 0], y)
-    with pytest.raises(ValueError, match="X is empty"):
+    with pytest.raises(ValueError, match=msg["empty"]):
         _make(cls).fit(X[:0], y[:0])
-    bad = X.copy()
+    bad = X.clone() if kind == "tensor" else X.copy()
     bad[3, 1] = np.nan
-    with pytest.raises(ValueError, match="X contains NaN"):
+    with pytest.raises(ValueError, match=msg["nan"]):
         _make(cls).fit(bad, y)
     bad[3, 1] = np.inf
-    with pytest.raises(ValueError, match="X contains NaN or infinity"):
+    with pytest.raises(ValueError, match=msg["inf"]):
         _make(cls).fit(bad, y)
-    with pytest.raises(ValueError, match="y has 59 rows"):
+    with pytest.raises(ValueError, match=msg["rows"]):
         _make(cls).fit(X, y[:-1])
     with pytest.raises(ValueError, match="single class"):
-        _make(cls).fit(X, np.zeros(len(X), dtype=int))
-    yf = y.astype(float)
+        _make(cls).fit(X, y * 0)
+    yf = y.astype(float) if kind == "numpy" else y.double()
     yf[0] = np.nan
-    with pytest.raises(ValueError, match="y contains NaN"):
+    with pytest.raises(ValueError, match=msg["y_nan"]):
         _make(cls).fit(X, yf)
-    with pytest.raises(ValueError, match="y must be 1-D"):
-        _make(cls, task="classification").fit(X, np.stack([y, y], 1))
+    stacked = np.stack([y, y], 1) if kind == "numpy" else torch.stack([y, y], 1)
+    with pytest.raises(ValueError, match=msg["y_2d"]):
+        _make(cls, task="classification").fit(X, stacked)
     with pytest.raises(ValueError, match="task"):
         _make(cls, task="ranking").fit(X, y)
     model = _make(cls).fit(X, y)
-    with pytest.raises(ValueError, match="features"):
+    with pytest.raises(ValueError, match=msg["features"]):
         model.predict(X[:, :2])
     with pytest.raises(ValueError, match="NotFitted|not fitted"):
         _make(cls).predict(X)

@@ -13,7 +13,12 @@ from .eigenpro2 import EigenPro2
 from .eigenpro3 import EigenPro3
 from .eigenpro4 import EigenPro4
 from .eigensystem import Eigensystem, top_eigensystem
+from .estimators import (EigenPro2Classifier, EigenPro2Regressor, EigenPro3Classifier, EigenPro3Regressor,
+                         EigenPro4Classifier, EigenPro4Regressor, ExactKernelRidgeClassifier,
+                         ExactKernelRidgeRegressor, FalkonClassifier, FalkonRegressor)
 from .exact import ExactKernelRidge
+from .falkon import Falkon
+from .base import DivergenceError, NotFittedError
 from .preconditioner import NystromPreconditioner
 
 __all__ = [
@@ -21,6 +26,19 @@ __all__ = [
     "EigenPro3",
     "EigenPro4",
     "ExactKernelRidge",
+    "Falkon",
+    "EigenPro2Regressor",
+    "EigenPro2Classifier",
+    "EigenPro3Regressor",
+    "EigenPro3Classifier",
+    "EigenPro4Regressor",
+    "EigenPro4Classifier",
+    "ExactKernelRidgeRegressor",
+    "ExactKernelRidgeClassifier",
+    "FalkonRegressor",
+    "FalkonClassifier",
+    "NotFittedError",
+    "DivergenceError",
     "NystromPreconditioner",
     "Eigensystem",
     "top_eigensystem",

@@ -23,6 +23,7 @@ __all__ = [
     "check_epochs",
     "check_ridge",
     "check_fraction",
+    "check_sample_weight",
 ]
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -83,7 +84,11 @@ def as_tensor(a, name: str, device, dtype=None) -> torch.Tensor:
             raise ValueError(f"{name} cannot be converted to an array: {exc}") from None
         if arr.dtype == object:
             raise ValueError(f"{name} must be numeric, got an array of Python objects")
-        t = torch.from_numpy(np.ascontiguousarray(arr)) if arr.dtype.kind in "biuf" else arr
+        if arr.dtype.kind in "biuf":
+            arr = np.ascontiguousarray(arr)
+            t = torch.from_numpy(arr if arr.flags.writeable else arr.copy())  # torch needs writeable memory
+        else:
+            t = arr
     if not isinstance(t, torch.Tensor):
         raise ValueError(f"{name} must be numeric, got dtype {t.dtype}")
     if dtype is not None:
@@ -219,3 +224,27 @@ def check_fraction(value, name: str) -> float:
     if not 0.0 < v < 1.0:
         raise ValueError(f"{name} must be a number in (0, 1), got {value!r}")
     return v
+
+
+def check_sample_weight(sample_weight, n: int, device, dtype) -> torch.Tensor | None:
+    """Sample weights as an (n,) tensor of ``dtype``, or None for None.
+
+    ValueError naming ``sample_weight`` unless they are finite, non-negative, of length n and
+    not all zero.
+    """
+    if sample_weight is None:
+        return None
+    if isinstance(sample_weight, (int, float)) and not isinstance(sample_weight, bool):
+        sample_weight = np.full(n, float(sample_weight))
+    w = as_tensor(sample_weight, "sample_weight", device)
+    if w.dim() != 1 or w.shape[0] != n:
+        raise ValueError(f"sample_weight must have shape ({n},), got {tuple(w.shape)}")
+    if not w.dtype.is_floating_point:
+        w = w.to(torch.float64)
+    if not bool(torch.isfinite(w).all()):
+        raise ValueError("sample_weight contains NaN or infinity")
+    if bool((w < 0).any()):
+        raise ValueError("sample_weight must be non-negative (a negative weight makes the loss non-convex)")
+    if not bool((w > 0).any()):
+        raise ValueError("sample_weight must have at least one positive weight, got all zeros")
+    return w.to(dtype).contiguous()

@@ -14,7 +14,6 @@ Targets (``task``):
 """
 from __future__ import annotations
 
-import inspect
 import math
 import sys
 import time
@@ -25,34 +24,11 @@ import torch
 from ..config import memory_budget
 from ..ops import kmv
 from ._sampling import make_generator
-from ._validation import check_X, check_y, encode_targets, kernel_of, resolve_device, resolve_dtype
+from ._validation import (check_sample_weight, check_X, check_y, encode_targets, kernel_of, resolve_device,
+                          resolve_dtype)
 
-try:  # scikit-learn is optional: get_params / set_params / clone / check_estimator when present
-    from sklearn.base import BaseEstimator as _Base
-except ImportError:  # pragma: no cover - exercised only without scikit-learn
-    class _Base:
-        """Minimal get_params / set_params, as scikit-learn's BaseEstimator defines them."""
-
-        @classmethod
-        def _get_param_names(cls):
-            sig = inspect.signature(cls.__init__)
-            return sorted(p.name for p in sig.parameters.values()
-                          if p.name != "self" and p.kind != p.VAR_KEYWORD)
-
-        def get_params(self, deep=True):
-            return {name: getattr(self, name) for name in self._get_param_names()}
-
-        def set_params(self, **params):
-            valid = self._get_param_names()
-            for key, value in params.items():
-                if key not in valid:
-                    raise ValueError(f"invalid parameter {key!r} for {type(self).__name__}; valid: {valid}")
-                setattr(self, key, value)
-            return self
-
-        def __repr__(self):
-            args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
-            return f"{type(self).__name__}({args})"
+from .sklearn_compat import (BaseEstimator as _Base, NotFittedBase, estimator_tags, validate_fit_input,
+                             validate_predict_input)
 
 __all__ = ["KernelModel", "NotFittedError", "DivergenceError", "Progress"]
 
@@ -62,8 +38,9 @@ EVAL_SAMPLES = 10_000
 DIVERGENCE_FACTOR = 2.0
 
 
-class NotFittedError(ValueError, AttributeError):
-    """Raised by predict / score before fit (a ValueError and AttributeError, like sklearn's)."""
+class NotFittedError(NotFittedBase):
+    """Raised by predict / score before fit: scikit-learn's NotFittedError (a ValueError and
+    AttributeError) when it is installed, a subclass of it here."""
 
 
 class DivergenceError(RuntimeError):
@@ -170,28 +147,39 @@ class KernelModel(_Base):
         return getattr(self, "classes_", None) is not None
 
     # -------------------------------------------------------------------------- fit
-    def fit(self, X, y, X_val=None, y_val=None):
+    def fit(self, X, y, X_val=None, y_val=None, sample_weight=None):
         """Fit the model.
 
         Parameters
         ----------
         X : array-like or Tensor, shape (n, d)
+            Dense only: a scipy sparse matrix is refused with scikit-learn's TypeError.
         y : array-like or Tensor, shape (n,) or (n, c)
             Labels (classification) or targets (regression); see the module docstring.
         X_val, y_val : optional
             Validation data for the per-epoch metrics in ``history_``.
+        sample_weight : array-like or Tensor (n,), optional
+            Non-negative weights ``w`` of the loss ``1/2 sum_i w_i ||f(x_i) - y_i||^2`` (the
+            ridge term is unchanged): integer weights are the same model as repeated rows.
 
         Returns
         -------
         self
         """
         with memory_budget(getattr(self, "memory_budget", None)):
-            return self._fit_within_budget(X, y, X_val, y_val)
+            return self._fit_within_budget(X, y, X_val, y_val, sample_weight)
 
-    def _fit_within_budget(self, X, y, X_val, y_val):
+    def _fit_within_budget(self, X, y, X_val, y_val, sample_weight=None):
         t0 = time.perf_counter()
+        X, y, sample_weight = validate_fit_input(self, X, y, sample_weight)
         X = self._setup(X)
         Y = self._targets(y, X.shape[0])
+        self._sample_weight = check_sample_weight(sample_weight, X.shape[0], self.device_, self.dtype_)
+        if self._sample_weight is not None and self._is_classifier():
+            weighted = Y[self._sample_weight > 0].amax(0)
+            if int((weighted > 0).sum()) < 2:
+                raise ValueError("sample_weight leaves a single class with positive weight; classification "
+                                 "needs at least 2 classes")
         self.n_features_in_ = X.shape[1]
         val = self._validation(X_val, y_val, X.shape[1])
         self.history_ = []
@@ -201,10 +189,43 @@ class KernelModel(_Base):
         idx = torch.randperm(X.shape[0], generator=self.generator_)[:EVAL_SAMPLES].to(self.device_)
         self._eval = (X[idx], Y[idx])
         self._val = val
-        self._fit(X, Y)
-        del self._eval, self._val
+        try:
+            self._fit(X, Y)
+        finally:
+            del self._eval, self._val, self._sample_weight
         self.fit_seconds_ = time.perf_counter() - t0
         return self
+
+    def _sample_weight_tensor(self):
+        """The fit's sample weights (n,) in the training dtype, or None (no weights given)."""
+        return getattr(self, "_sample_weight", None)
+
+    def _uniform_weight_ridge(self, ridge: float) -> float:
+        """The ridge of the unweighted problem equivalent to the fit's weights, for the solvers
+        that take no per-row weights: with every ``w_i = w`` the loss is ``w`` times the
+        unweighted one, the same minimiser as ridge ``r / w``. Other weights raise ValueError."""
+        w = self._sample_weight_tensor()
+        if w is None:
+            return ridge
+        first = float(w[0])
+        if not bool((w == first).all()):
+            raise ValueError(f"sample_weight: {type(self).__name__} accepts only equal weights (a rescaled ridge); "
+                             "unequal weights are supported by kops.Falkon and kops.ExactKernelRidge")
+        return ridge / first
+
+    def _warm_start_weights(self, X, Y):
+        """The previous fit's centers (p, d) and weights (p, c) to start from, or None.
+
+        With ``warm_start=True`` and a fitted model; its centers must have X's features and
+        its weights Y's outputs (ValueError naming ``warm_start`` otherwise).
+        """
+        if not getattr(self, "warm_start", False) or not hasattr(self, "weights_"):
+            return None
+        Z, W = self.centers_, self.weights_
+        if Z.shape[1] != X.shape[1] or W.shape[1] != Y.shape[1]:
+            raise ValueError(f"warm_start: the previous fit had {Z.shape[1]} features and {W.shape[1]} outputs, "
+                             f"this one has {X.shape[1]} and {Y.shape[1]}; pass warm_start=False to start afresh")
+        return Z.to(X.device, X.dtype), W.detach().to(X.device, X.dtype).clone()
 
     def _fit(self, X, Y):  # pragma: no cover - abstract
         raise NotImplementedError
@@ -293,7 +314,8 @@ class KernelModel(_Base):
         if not ridge:
             return 0.0
         a = self.weights_
-        return 0.5 * ridge / self._n * float((a * kmv(self.centers_, self.centers_, a, self.kernel_)).sum())
+        Z = self.centers_.to(a.dtype)  # ExactKernelRidge keeps float64 weights whatever the dtype
+        return 0.5 * ridge / self._n * float((a * kmv(Z, Z, a, self.kernel_)).sum())
 
     # ---------------------------------------------------------------------- predict
     def _check_fitted(self):
@@ -303,46 +325,67 @@ class KernelModel(_Base):
     def _raw(self, X: torch.Tensor) -> torch.Tensor:
         return kmv(X, self.centers_, self.weights_.to(X.dtype), self.kernel_)
 
-    def decision_function(self, X):
-        """The raw outputs ``K(X, Z) @ alpha``, shape (n, c) ((n,) for 1-D regression targets).
-
-        Returns a numpy array for numpy input, a tensor (on X's device) for tensor input.
-        """
+    def _outputs(self, X):
+        """The raw outputs of validated X, and whether X was a tensor."""
         self._check_fitted()
-        out = self._raw(check_X(X, "X", self.device_, self.dtype_, d=self.n_features_in_))
+        is_tensor = isinstance(X, torch.Tensor)
+        X = validate_predict_input(self, X)
+        return self._raw(check_X(X, "X", self.device_, self.dtype_, d=self.n_features_in_)), is_tensor
+
+    def decision_function(self, X):
+        """The raw outputs ``K(X, Z) @ alpha``, shape (n, c); (n,) for 1-D regression targets,
+        and for two classes ``f_1 - f_0`` (positive: ``classes_[1]``), scikit-learn's convention.
+
+        Returns a float64 numpy array for array-like input, a tensor (on X's device, in the
+        training dtype) for tensor input.
+        """
+        return self._decision_values(X)
+
+    def _decision_values(self, X):
+        out, is_tensor = self._outputs(X)
         if self._single_output:
             out = out[:, 0]
-        if isinstance(X, torch.Tensor):
+        elif self._is_classifier() and out.shape[1] == 2:
+            out = out[:, 1] - out[:, 0]
+        if is_tensor:
             return out.to(X.device)
-        return out.cpu().numpy()
+        return out.cpu().numpy().astype(np.float64, copy=False)
 
     def predict(self, X):
         """Predictions for X (n, d): class labels (classification) or outputs (regression).
 
-        Returns a numpy array for numpy input; a tensor on X's device for tensor input
+        Returns a numpy array for array-like input; a tensor on X's device for tensor input
         (class labels stay numpy when they are not numeric).
         """
-        self._check_fitted()
         if not self._is_classifier():
-            return self.decision_function(X)
-        out = self._raw(check_X(X, "X", self.device_, self.dtype_, d=self.n_features_in_))
+            return self._decision_values(X)
+        out, is_tensor = self._outputs(X)
         labels = self.classes_[out.argmax(1).cpu().numpy()]
-        if isinstance(X, torch.Tensor) and labels.dtype.kind in "biuf":
+        if is_tensor and labels.dtype.kind in "biuf":
             return torch.from_numpy(labels).to(X.device)
         return labels
 
-    def score(self, X, y):
+    def score(self, X, y, sample_weight=None):
         """Accuracy (classification) or the coefficient of determination R^2 (regression,
-        averaged over outputs)."""
+        averaged over outputs), weighted by ``sample_weight`` (n,) when given."""
         pred = self.predict(X)
         pred = pred.cpu().numpy() if isinstance(pred, torch.Tensor) else np.asarray(pred)
         truth = y.detach().cpu().numpy() if isinstance(y, torch.Tensor) else np.asarray(y)
         if truth.shape[0] != pred.shape[0]:
             raise ValueError(f"y has {truth.shape[0]} rows but X has {pred.shape[0]}")
+        w = np.ones(pred.shape[0]) if sample_weight is None else (
+            sample_weight.detach().cpu().numpy() if isinstance(sample_weight, torch.Tensor)
+            else np.asarray(sample_weight, dtype=np.float64)).reshape(-1)
+        if w.shape[0] != pred.shape[0]:
+            raise ValueError(f"sample_weight has {w.shape[0]} entries but X has {pred.shape[0]} rows")
         if self._is_classifier():
-            return float(np.mean(pred == truth))
+            return float(np.average(pred == truth.reshape(pred.shape), weights=w))
         truth = truth.reshape(pred.shape).astype(np.float64)
-        ss_res = ((truth - pred) ** 2).sum(0)
-        ss_tot = ((truth - truth.mean(0)) ** 2).sum(0)
+        wc = w.reshape((-1,) + (1,) * (pred.ndim - 1))
+        ss_res = (wc * (truth - pred) ** 2).sum(0)
+        ss_tot = (wc * (truth - np.average(truth, axis=0, weights=w)) ** 2).sum(0)
         r2 = np.where(ss_tot > 0, 1 - ss_res / np.where(ss_tot > 0, ss_tot, 1), 0.0)
         return float(np.mean(r2))
+
+    def __sklearn_tags__(self):
+        return estimator_tags(self, super().__sklearn_tags__())

@@ -68,6 +68,10 @@ class EigenPro2(KernelModel):
         A budget that cannot hold 32 rows raises ValueError naming the minimum.
     eig_method : {"auto", "dense", "subspace"}
         Eigensolver path (:func:`kops.solvers.top_eigensystem`).
+    warm_start : bool, default False
+        Refit starting from the previous fit's weights (and centers), when its features and
+        outputs match (ValueError naming ``warm_start`` otherwise). EigenPro 2's centers are
+        the training points, so its warm start needs the same X.
     callback : callable, optional
         ``callback(estimator, record)`` after each epoch with that epoch's metrics
         record; returning True stops training.
@@ -96,7 +100,7 @@ class EigenPro2(KernelModel):
 
     def __init__(self, kernel="laplacian", bandwidth=None, *, epochs=10, batch_size=None, n_nystrom=None,
                  n_components=None, ridge=0.0, task="auto", device=None, dtype="float32", random_state=None,
-                 memory_budget=None, eig_method="auto", callback=None, verbose=0):
+                 memory_budget=None, eig_method="auto", warm_start=False, callback=None, verbose=0):
         self.kernel = kernel
         self.bandwidth = bandwidth
         self.epochs = epochs
@@ -110,17 +114,22 @@ class EigenPro2(KernelModel):
         self.random_state = random_state
         self.memory_budget = memory_budget
         self.eig_method = eig_method
+        self.warm_start = warm_start
         self.callback = callback
         self.verbose = verbose
 
     def _fit(self, X, Y):
         epochs = check_epochs(self.epochs)
-        ridge = check_ridge(self.ridge)
+        ridge = self._uniform_weight_ridge(check_ridge(self.ridge))
         idx, P, m, eta = self._setup_eigenpro2(X, Y, ridge)
         n, c = X.shape[0], Y.shape[1]
         gen = self.generator_
+        warm = self._warm_start_weights(X, Y)
+        if warm is not None and not (warm[0].shape == X.shape and torch.equal(warm[0], X)):
+            raise ValueError("warm_start: EigenPro2's centers are its training points, so a warm start needs the "
+                             "same X as the previous fit")
         self.centers_ = X
-        self.weights_ = torch.zeros(n, c, dtype=X.dtype, device=X.device)
+        self.weights_ = torch.zeros(n, c, dtype=X.dtype, device=X.device) if warm is None else warm[1]
 
         def run_epoch(progress):
             eigenpro2_epoch(X, Y, self.weights_, P, idx, m, eta, gen, ridge=ridge, progress=progress)

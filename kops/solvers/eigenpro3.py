@@ -39,7 +39,7 @@ class EigenPro3(ProjectedEigenPro):
     Parameters
     ----------
     kernel, bandwidth, epochs, batch_size, n_nystrom, n_components, task, device, dtype,
-    random_state, memory_budget, eig_method, callback, verbose
+    random_state, memory_budget, eig_method, warm_start, callback, verbose
         As in :class:`kops.EigenPro2` (n_nystrom / n_components: the data preconditioner's).
     centers : int, array (p, d) or None
         An int p picks p random training points (p > n is an error); None picks
@@ -74,9 +74,9 @@ class EigenPro3(ProjectedEigenPro):
     """
 
     def __init__(self, kernel="laplacian", bandwidth=None, *, centers=None, epochs=5, batch_size=None,
-                 n_nystrom=None, n_components=None, projection_tol=1e-3, projection_steps=None, ridge=0.0, full_gradient="auto", task="auto",
-                 device=None, dtype="float32", random_state=None, memory_budget=None, eig_method="auto", callback=None,
-                 verbose=0):
+                 n_nystrom=None, n_components=None, projection_tol=1e-3, projection_steps=None, ridge=0.0,
+                 full_gradient="auto", task="auto", device=None, dtype="float32", random_state=None,
+                 memory_budget=None, eig_method="auto", warm_start=False, callback=None, verbose=0):
         self.kernel = kernel
         self.bandwidth = bandwidth
         self.centers = centers
@@ -94,12 +94,13 @@ class EigenPro3(ProjectedEigenPro):
         self.random_state = random_state
         self.memory_budget = memory_budget
         self.eig_method = eig_method
+        self.warm_start = warm_start
         self.callback = callback
         self.verbose = verbose
 
     def _fit(self, X, Y):
         epochs = check_epochs(self.epochs)
-        ridge = check_ridge(self.ridge)
+        ridge = self._uniform_weight_ridge(check_ridge(self.ridge))
         Z, corr, projector, m = self._setup_projected(X, Y, ridge)
         n, p, c = X.shape[0], Z.shape[0], Y.shape[1]
         eta, gen = self.step_size_, self.generator_
@@ -107,13 +108,19 @@ class EigenPro3(ProjectedEigenPro):
         tile_budget = get_memory_budget(self.device_) // 4
         form = reuse_kernel_block(m, p, X.shape[1], X.element_size(), tile_budget, X.device)
         self.block_reuse_ = form
+        warm = self._warm_weights
+        del self._warm_weights
         if self.full_gradient_:
             descent = FullGradientDescent(Z, c, corr, projector, step=eta, ridge=ridge, kernel=self.kernel_,
                                           chunk=m, form=form, budget=tile_budget)
+            if warm is not None:
+                descent.alpha.copy_(warm)
             self.weights_ = descent.alpha
             self._run_epochs(epochs, n, lambda progress: descent.epoch(X, Y, progress), ridge)
             return self
         self.weights_ = alpha = torch.zeros(p, c, dtype=X.dtype, device=X.device)
+        if warm is not None:
+            alpha.copy_(warm)
 
         def run_epoch(progress):
             perm = torch.randperm(n, generator=gen).to(X.device)

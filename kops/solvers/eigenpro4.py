@@ -79,7 +79,7 @@ class EigenPro4(ProjectedEigenPro):
     Parameters
     ----------
     kernel, bandwidth, centers, epochs, batch_size, n_nystrom, n_components, ridge, task,
-    device, dtype, random_state, memory_budget, eig_method, callback, verbose
+    device, dtype, random_state, memory_budget, eig_method, warm_start, callback, verbose
         As in :class:`kops.EigenPro3`.
     projection_interval : int, optional
         T, batches between projections; default ``max(1, (projection_coeff - 1) p // m)``
@@ -116,8 +116,9 @@ class EigenPro4(ProjectedEigenPro):
 
     def __init__(self, kernel="laplacian", bandwidth=None, *, centers=None, epochs=5, batch_size=None,
                  n_nystrom=None, n_components=None, projection_interval=None, projection_coeff=2.0,
-                 projection_tol=1e-3, projection_steps=None, ridge=0.0, full_gradient="auto", task="auto", device=None, dtype="float32", random_state=None,
-                 memory_budget=None, eig_method="auto", callback=None, verbose=0):
+                 projection_tol=1e-3, projection_steps=None, ridge=0.0, full_gradient="auto", task="auto",
+                 device=None, dtype="float32", random_state=None, memory_budget=None, eig_method="auto",
+                 warm_start=False, callback=None, verbose=0):
         self.kernel = kernel
         self.bandwidth = bandwidth
         self.centers = centers
@@ -137,12 +138,13 @@ class EigenPro4(ProjectedEigenPro):
         self.random_state = random_state
         self.memory_budget = memory_budget
         self.eig_method = eig_method
+        self.warm_start = warm_start
         self.callback = callback
         self.verbose = verbose
 
     def _fit(self, X, Y):
         epochs = check_epochs(self.epochs)
-        ridge = check_ridge(self.ridge)
+        ridge = self._uniform_weight_ridge(check_ridge(self.ridge))
         Z, corr, projector, m = self._setup_projected(X, Y, ridge)
         n, d = X.shape
         p, c = Z.shape[0], Y.shape[1]
@@ -165,6 +167,11 @@ class EigenPro4(ProjectedEigenPro):
                                   ridge=ridge, n=n, kernel=self.kernel_, budget=tile_budget,
                                   form=self.block_reuse_)
         self.weights_ = state.alpha
+        if self._warm_weights is not None:  # start from the previous fit: as after a projection
+            state.alpha.copy_(self._warm_weights)
+            if state.f_rows is not None:
+                state.f_rows.copy_(projector.rows(corr.rows, state.alpha))
+        del self._warm_weights
         gen = self.generator_
 
         def run_epoch(progress):
@@ -185,6 +192,9 @@ class EigenPro4(ProjectedEigenPro):
         self.block_reuse_ = reuse_kernel_block(m, Z.shape[0], X.shape[1], X.element_size(), tile_budget, X.device)
         descent = FullGradientDescent(Z, Y.shape[1], corr, projector, step=self.step_size_, ridge=ridge,
                                       kernel=self.kernel_, chunk=m, form=self.block_reuse_, budget=tile_budget)
+        if self._warm_weights is not None:  # start from the previous fit
+            descent.alpha.copy_(self._warm_weights)
+        del self._warm_weights
         self.weights_ = descent.alpha
         self.n_projections_ = 0
 

@@ -3,6 +3,10 @@
 * centers = None (all training points): solve ``(K(X, X) + r I) alpha = Y``.
 * centers Z (p x d): the least-squares model on Z,
   ``(K(Z, X) K(X, Z) + r K(Z, Z)) alpha = K(Z, X) Y``, the fixed point of EigenPro 3 / 4.
+* sample weights w (the loss ``1/2 sum_i w_i ||f(x_i) - y_i||^2``): with centers,
+  ``K(Z, X) W K(X, Z) + r K(Z, Z)`` and ``K(Z, X) W Y`` (a row scaling); without, the points
+  of positive weight are the centers and ``(K + r W^{-1}) alpha = Y`` on them (the
+  minimiser's stationarity ``W (K alpha - Y) + r alpha = 0``; zero weights drop out).
   ``K(Z, X) K(X, Z)`` is accumulated over row blocks of X no larger than the memory budget.
 
 O(p^2) memory and O(p^3) time (p = n without centers): for small and moderate problems.
@@ -111,11 +115,16 @@ class ExactKernelRidge(KernelModel):
         X64, Y64 = X.to(torch.float64), Y.to(torch.float64)
         k = self.kernel_
         budget = get_memory_budget(X.device)
+        w = self._sample_weight_tensor()
+        w64 = None if w is None else w.to(torch.float64)
         if self.centers is None:
+            if w64 is not None:  # the points of positive weight are the centers
+                keep = w64 > 0
+                X, X64, Y64, w64 = X[keep], X64[keep], Y64[keep], w64[keep]
             Z = X
             A = _formed(X64, X64, k, budget)
             if ridge:
-                A.diagonal().add_(ridge)
+                A.diagonal().add_(ridge if w64 is None else ridge / w64)
             rhs = Y64
         else:
             Z, _ = select_centers(self.centers, X, self.generator_)
@@ -126,8 +135,9 @@ class ExactKernelRidge(KernelModel):
             rows = max(1, budget // (8 * p))
             for start in range(0, X.shape[0], rows):  # K(X_B, Z) blocks within the budget
                 Kb = kernel_matrix(X64[start : start + rows], Z64, k)
-                A.addmm_(Kb.T, Kb)
-                rhs.addmm_(Kb.T, Y64[start : start + rows])
+                KbW = Kb.T if w64 is None else Kb.T * w64[start : start + rows]
+                A.addmm_(KbW, Kb)
+                rhs.addmm_(KbW, Y64[start : start + rows])
             if ridge:
                 rows = max(1, budget // (8 * p))
                 for start in range(0, p, rows):  # r K(Z, Z), added in row tiles

@@ -224,7 +224,9 @@ class ProjectedEigenPro(KernelModel):
         n, d = X.shape
         c = Y.shape[1]
         gen = self.generator_
-        Z, _ = select_centers(self.centers, X, gen)
+        warm = self._warm_start_weights(X, Y)  # (centers, weights) of the previous fit, or None
+        Z = warm[0] if warm is not None else select_centers(self.centers, X, gen)[0]
+        self._warm_weights = None if warm is None else warm[1]
         p = Z.shape[0]
         budget = get_memory_budget(self.device_)
         tol = check_fraction(getattr(self, "projection_tol", PROJECTION_TOL), "projection_tol")
