@@ -80,7 +80,8 @@ class Progress:
         self.start = time.perf_counter()
         self._last = 0.0
 
-    def update(self, done: int) -> None:
+    def update(self, done: int, residual: float | None = None) -> None:
+        """``done`` points of ``total`` visited; ``residual`` is the last batch's ``||g||^2``."""
         if not self.enabled:
             return
         now = time.perf_counter()
@@ -201,6 +202,9 @@ class KernelModel(_Base):
         idx = torch.randperm(X.shape[0], generator=self.generator_)[:EVAL_SAMPLES].to(self.device_)
         self._eval = (X[idx], Y[idx])
         self._val = val
+        checkpointer = getattr(self, "_checkpointer", None)
+        if checkpointer is not None:  # identifies the data the checkpoints belong to
+            checkpointer.begin(self, X, Y)
         self._fit(X, Y)
         del self._eval, self._val
         self.fit_seconds_ = time.perf_counter() - t0
@@ -210,11 +214,22 @@ class KernelModel(_Base):
         raise NotImplementedError
 
     # ------------------------------------------------------------------ epoch loop
-    def _run_epochs(self, epochs: int, n: int, run_epoch, ridge: float = 0.0) -> None:
+    def _run_epochs(self, epochs: int, n: int, step, batch_size: int, *, end_epoch=None, state=None,
+                    ridge: float = 0.0) -> None:
         """The epoch loop shared by the iterative solvers.
 
-        ``run_epoch(progress)`` runs one epoch and leaves ``weights_`` current. After each
-        epoch: metrics and the objective (``history_``), the divergence check, the callback.
+        The loop owns the batch order: each epoch draws a permutation of the ``n`` training
+        points from ``generator_`` and calls ``step(rows)`` for its consecutive slices of
+        ``batch_size`` rows (``rows``: a long tensor on the device; ``step`` returns the
+        batch's squared residual ``||g||^2``), then ``end_epoch()`` (EigenPro 4 projects
+        there), so that after each epoch ``weights_`` is current. After each epoch:
+        metrics and the objective (``history_``), the divergence check, the callback.
+
+        ``state`` (``state_dict()`` / ``load_state_dict()``; default: ``weights_``) is the
+        iteration state a checkpoint (:mod:`kops.solvers.checkpoint`) saves with the loop's
+        position: the epoch, the batch, the generator's state at the start of the epoch (it
+        redraws the epoch's order on resume) and its current state.
+
         The objective is ``1/2 mean_i (f(x_i) - y_i)^2 + r / (2 n) alpha^T K(Z, Z) alpha``
         (summed over outputs; the mean over the metrics subset), i.e. ``L(alpha) / n``. When it
         is not finite, or larger than ``DIVERGENCE_FACTOR`` times its best value so far (and
@@ -222,20 +237,50 @@ class KernelModel(_Base):
         rounding), the weights of the last good epoch are restored and DivergenceError is
         raised.
         """
+        from .checkpoint import LoopPosition, WeightsState
+
         name = type(self).__name__
         self._ridge, self._n = ridge, n
-        best, good = float("inf"), self.weights_.clone()
+        gen = self.generator_
+        state = WeightsState(self) if state is None else state
+        good = self.weights_.clone()
+        position = LoopPosition()
+        checkpointer = getattr(self, "_checkpointer", None)
+        if checkpointer is not None:
+            position = checkpointer.start(self, state, good)
         # Growth below rounding level of the zero model's objective is noise, not divergence
         # (an interpolating fit reaches 1e-32).
         Ye = self._eval[1]
         floor = 0.5 * float(Ye.square().sum(1).mean()) * 1e3 * torch.finfo(Ye.dtype).eps
-        for epoch in range(1, epochs + 1):
+        make_progress = getattr(self, "_progress_factory", None) or Progress
+        for epoch in range(position.epoch, epochs + 1):
+            first = 0
+            if position.epoch_rng is not None:  # resumed mid-epoch: redraw the epoch's order
+                current = gen.get_state()
+                epoch_rng = position.epoch_rng
+                gen.set_state(epoch_rng)
+                perm = torch.randperm(n, generator=gen).to(self.device_)
+                gen.set_state(current)
+                first, position.epoch_rng = position.batch, None
+            else:
+                epoch_rng = gen.get_state()
+                perm = torch.randperm(n, generator=gen).to(self.device_)
             t0 = time.perf_counter()
-            progress = Progress(n, f"{name} epoch {epoch}", bool(getattr(self, "verbose", 0)))
-            run_epoch(progress)
+            progress = make_progress(n, f"{name} epoch {epoch}", bool(getattr(self, "verbose", 0)))
+            done = min(n, first * batch_size)
+            for i in range(first, -(-n // batch_size)):
+                rows = perm[i * batch_size : (i + 1) * batch_size]
+                residual = step(rows)
+                done += rows.shape[0]
+                progress.update(done, residual)
+                if checkpointer is not None:
+                    checkpointer.after_batch(self, state, good, LoopPosition(epoch, i + 1, epoch_rng, position.best))
+            if end_epoch is not None:
+                end_epoch()
             progress.close()
             stop = self._end_epoch(epoch, time.perf_counter() - t0, check=False)
             objective = self.history_[-1]["objective"]
+            best = position.best
             if not math.isfinite(objective) or objective > max(DIVERGENCE_FACTOR * best, floor):
                 self.weights_.copy_(good)
                 raise DivergenceError(
@@ -243,10 +288,16 @@ class KernelModel(_Base):
                     f"The weights of epoch {epoch - 1} are kept. Pass a smaller batch_size, or a smaller "
                     "projection_tol (EigenPro 3 / 4), or check the data for outliers and the bandwidth")
             if objective <= best:
-                best = objective
+                position.best = objective
             good.copy_(self.weights_)
-            if stop or self._callback(self.history_[-1]):
+            stop = stop or self._callback(self.history_[-1])
+            if checkpointer is not None:
+                checkpointer.after_epoch(self, state, good, LoopPosition(epochs + 1 if stop else epoch + 1, 0, None,
+                                                                         position.best))
+            if stop:
                 break
+        if checkpointer is not None:
+            checkpointer.finish(self, state, good, LoopPosition(epochs + 1, 0, None, position.best))
 
     def _callback(self, record) -> bool:
         callback = getattr(self, "callback", None)
@@ -291,6 +342,14 @@ class KernelModel(_Base):
             return 0.0
         a = self.weights_
         return 0.5 * ridge / self._n * float((a * kmv(self.centers_, self.centers_, a, self.kernel_)).sum())
+
+    # ------------------------------------------------------------------- model files
+    def save(self, path) -> None:
+        """Write the fitted model to ``path`` (safetensors with a JSON header; see
+        :mod:`kops.serialization`); :func:`kops.load` reads it back."""
+        from ..serialization import save_model
+
+        save_model(self, path)
 
     # ---------------------------------------------------------------------- predict
     def _check_fitted(self):

@@ -23,7 +23,7 @@ from ..config import get_memory_budget
 from ._sampling import nystrom_sample
 from ._validation import check_epochs, check_ridge
 from .base import KernelModel
-from .iterations import eigenpro2_epoch
+from .iterations import eigenpro2_step
 from .preconditioner import NystromPreconditioner
 from .stepsize import batch_size_for, measured_step
 
@@ -138,8 +138,8 @@ class EigenPro2(KernelModel):
         self.centers_ = X
         self.weights_ = torch.zeros(n, c, dtype=X.dtype, device=X.device)
 
-        def run_epoch(progress):
-            eigenpro2_epoch(X, Y, self.weights_, P, idx, m, eta, gen, ridge=ridge, progress=progress)
+        def step(rows):
+            return eigenpro2_step(X, Y, self.weights_, P, idx, rows, eta, ridge=ridge)
 
-        self._run_epochs(epochs, n, run_epoch, ridge)
+        self._run_epochs(epochs, n, step, m, ridge=ridge)
         return self

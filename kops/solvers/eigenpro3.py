@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import torch
 
-from ._sampling import batches
 from ._validation import check_epochs, check_ridge
 from .iterations import projected_step
 from .projection import ProjectedEigenPro
@@ -88,17 +87,13 @@ class EigenPro3(ProjectedEigenPro):
         ridge = check_ridge(self.ridge)
         Z, corr, projector, m = self._setup_projected(X, Y, ridge)
         n, p, c = X.shape[0], Z.shape[0], Y.shape[1]
-        eta, gen = self.step_size_, self.generator_
+        eta = self.step_size_
         del self._probe
         self.weights_ = alpha = torch.zeros(p, c, dtype=X.dtype, device=X.device)
 
-        def run_epoch(progress):
-            perm = torch.randperm(n, generator=gen).to(X.device)
-            done = 0
-            for b in batches(perm, m):
-                projected_step(Z, alpha, corr, projector, X[b], Y[b], eta, ridge=ridge, n=n, kernel=self.kernel_)
-                done += b.shape[0]
-                progress.update(done)
+        def step(rows):
+            return projected_step(Z, alpha, corr, projector, X[rows], Y[rows], eta, ridge=ridge, n=n,
+                                  kernel=self.kernel_)
 
-        self._run_epochs(epochs, n, run_epoch, ridge)
+        self._run_epochs(epochs, n, step, m, ridge=ridge)
         return self

@@ -36,10 +36,7 @@ every T batches.
 """
 from __future__ import annotations
 
-import torch
-
 from ..config import get_memory_budget
-from ._sampling import batches
 from ._validation import check_epochs, check_ridge
 from .iterations import DelayedProjection, reuse_kernel_block
 from .projection import ProjectedEigenPro
@@ -153,18 +150,15 @@ class EigenPro4(ProjectedEigenPro):
                                   ridge=ridge, n=n, kernel=self.kernel_, budget=tile_budget,
                                   form=self.block_reuse_)
         self.weights_ = state.alpha
-        gen = self.generator_
 
-        def run_epoch(progress):
-            perm = torch.randperm(n, generator=gen).to(X.device)
-            done = 0
-            for b in batches(perm, m):
-                state.step(X[b], Y[b])
-                done += b.shape[0]
-                progress.update(done)
+        def step(rows):
+            return state.step(X[rows], Y[rows])
+
+        def end_epoch():
             state.project()  # every epoch ends with the model on the centers only
             self.n_projections_ = state.n_projections
 
         self.n_projections_ = 0
-        self._run_epochs(epochs, n, run_epoch, ridge)
+        self._run_epochs(epochs, n, step, m, end_epoch=end_epoch, state=state, ridge=ridge)
+        self.n_projections_ = state.n_projections
         return self
