@@ -187,8 +187,8 @@ class Checkpointer:
     def begin(self, model, X, Y) -> None:
         """Identify the fit: estimator class, parameters and a digest of the data."""
         if not self.resume and self.state_path.exists():
-            raise CheckpointError(f"checkpoint directory {str(self.directory)!r} already holds a checkpoint; "
-                                  "resume it or choose another directory")
+            raise CheckpointError(f"checkpoint directory {str(self.directory)!r} already holds a checkpoint: "
+                                  "resume it (--resume) or choose another directory")
         self._data = {"n": int(X.shape[0]), "d": int(X.shape[1]), "c": int(Y.shape[1]), "sha256": _digest(X, Y)}
 
     def _identity(self, model) -> dict:
