@@ -11,6 +11,7 @@ from .info import info
 from .kernels import KERNELS, Cauchy, Gaussian, Kernel, Laplacian, Matern32, Matern52
 from .ops import kernel_matrix, kmv, kmv_accumulate
 from .precision import PRECISIONS
+from .serialization import load_model as load
 from .solvers import EigenPro2, EigenPro3, EigenPro4, ExactKernelRidge
 
 __all__ = [
@@ -34,4 +35,5 @@ __all__ = [
     "EigenPro3",
     "EigenPro4",
     "ExactKernelRidge",
+    "load",
 ]

@@ -25,10 +25,15 @@ def main(argv=None) -> int:
     from .errors import UsageError
 
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # a bad argument (one line printed) or --help
+        return exc.code if isinstance(exc.code, int) else 2
     prog = f"kops {args.command}"
     try:
-        return _run(args)
+        status = _run(args)
+        sys.stdout.flush()  # a closed pipe shows here, inside the handler, not at exit
+        return status
     except BrokenPipeError:
         # e.g. ``kops info --json | head``: the reader left; stop quietly, as Unix tools do
         devnull = os.open(os.devnull, os.O_WRONLY)

@@ -87,9 +87,13 @@ def _checkpointer(args):
     return ckpt
 
 
-def _summary(model, X_val, y_val, seconds: float, out) -> dict:
+def _summary(model, X_val, y_val, seconds: float, out, ckpt=None) -> dict:
     summary = {"event": "summary", "estimator": type(model).__name__, "model": str(out),
                "fit_seconds": seconds, "epochs": len(getattr(model, "history_", []))}
+    if ckpt is not None:
+        pos = ckpt.resumed_from
+        summary["checkpoint"] = str(ckpt.directory)
+        summary["resumed_from"] = None if pos is None else {"epoch": pos.epoch, "batch": pos.batch}
     if X_val is not None:
         summary["val_" + ("accuracy" if model._is_classifier() else "r2")] = model.score(X_val, y_val)
     for key in ("batch_size_", "step_size_", "projection_interval_", "n_projections_"):
@@ -129,7 +133,7 @@ def fit_arrays(args, X, y, X_val, y_val):
         pos = ckpt.resumed_from
         _say(args, f"resumed from {args.checkpoint} at epoch {pos.epoch}, batch {pos.batch}")
     model.save(args.out)
-    summary = _summary(model, X_val, y_val, seconds, args.out)
+    summary = _summary(model, X_val, y_val, seconds, args.out, ckpt)
     if args.json:
         json_line(summary)
     if args.metrics:

@@ -26,5 +26,5 @@ def require(module: str, what: str):
     except ImportError:
         package = {"sklearn": "scikit-learn"}.get(module, module)
         extra = EXTRAS.get(module, module)
-        raise UsageError(f"{what} needs {package}, which is not installed: pip install '.[{extra}]' "
-                         f"(the kops[{extra}] extra) or pip install {package}") from None
+        raise UsageError(f"{what} needs {package}, which is not installed: pip install 'kops[{extra}]' "
+                         f"(the {extra} extra; '.[{extra}]' in a checkout) or pip install {package}") from None

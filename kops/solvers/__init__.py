@@ -14,6 +14,7 @@ from .eigenpro3 import EigenPro3
 from .eigenpro4 import EigenPro4
 from .eigensystem import Eigensystem, top_eigensystem
 from .exact import ExactKernelRidge
+from .checkpoint import Checkpointer, checkpointing
 from .preconditioner import NystromPreconditioner
 
 __all__ = [
@@ -24,4 +25,6 @@ __all__ = [
     "NystromPreconditioner",
     "Eigensystem",
     "top_eigensystem",
+    "Checkpointer",
+    "checkpointing",
 ]
