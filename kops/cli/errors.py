@@ -24,7 +24,8 @@ def require(module: str, what: str):
     try:
         return importlib.import_module(module)
     except ImportError:
-        package = {"sklearn": "scikit-learn"}.get(module, module)
-        extra = EXTRAS.get(module, module)
+        top = module.split(".")[0]
+        package = {"sklearn": "scikit-learn"}.get(top, top)
+        extra = EXTRAS.get(top, top)
         raise UsageError(f"{what} needs {package}, which is not installed: pip install 'kops[{extra}]' "
                          f"(the {extra} extra; '.[{extra}]' in a checkout) or pip install {package}") from None

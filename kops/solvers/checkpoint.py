@@ -263,7 +263,7 @@ class Checkpointer:
 
     def _check_identity(self, header, model):
         now = self._identity(model)
-        for key in ("estimator", "data", "params"):
+        for key in ("estimator", "params", "data"):
             if header.get(key) != now[key]:
                 if key == "params":
                     diff = {k: v for k, v in header.get(key, {}).items() if now[key].get(k) != v}
