@@ -240,3 +240,17 @@ def test_main_job_fits_saves_evaluates_and_says_where(tmp_path, capsys):
     assert "held-out accuracy" in out and "exact solver" in out
     record = json.loads((tmp_path / "job" / "history.json").read_text())
     assert record["history"][0]["val_accuracy"] > 0.9
+
+
+def test_progress_bars_on_a_terminal_and_plain_lines_otherwise(capsys, monkeypatch, tmp_path):
+    pytest.importorskip("tqdm")
+    args = ["fit", "sklearn:iris", *FIT, "--out", str(tmp_path / "m.safetensors")]
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "epoch 1/2  train_accuracy" in err and "epoch 2/2" in err  # stderr is not a terminal here
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "epochs: 100%" in err and "2/2" in err and "loss=" in err and "epoch 1/2  train" not in err
+    assert main([*args, "--quiet"]) == 0
+    assert capsys.readouterr().err == ""

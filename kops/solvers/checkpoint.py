@@ -87,8 +87,10 @@ class WeightsState:
         w.copy_(src)
 
 
-def _setup_tensors(model) -> dict:
-    """Every tensor reachable from the set-up attributes (name -> tensor, each once)."""
+def _setup_tensors(model, data_storage=None) -> dict:
+    """Every tensor reachable from the set-up attributes (name -> tensor, each once), except
+    those in the training data's storage ``data_storage`` (EigenPro 2's centers are X,
+    which the data digest already pins)."""
     found, seen = {}, set()
 
     def walk(obj, name, depth):
@@ -96,7 +98,8 @@ def _setup_tensors(model) -> dict:
             return
         seen.add(id(obj))
         if isinstance(obj, torch.Tensor):
-            found[name] = obj
+            if data_storage is None or obj.untyped_storage().data_ptr() != data_storage:
+                found[name] = obj
             return
         if type(obj).__module__.startswith("kops.") and hasattr(obj, "__dict__") \
                 and not type(obj).__module__.startswith("kops.kernels"):
@@ -190,6 +193,7 @@ class Checkpointer:
             raise CheckpointError(f"checkpoint directory {str(self.directory)!r} already holds a checkpoint: "
                                   "resume it (--resume) or choose another directory")
         self._data = {"n": int(X.shape[0]), "d": int(X.shape[1]), "c": int(Y.shape[1]), "sha256": _digest(X, Y)}
+        self._data_storage = X.untyped_storage().data_ptr()
 
     def _identity(self, model) -> dict:
         return {"estimator": type(model).__name__, "params": _jsonable_params(model), "data": self._data}
@@ -225,7 +229,7 @@ class Checkpointer:
 
     # ------------------------------------------------------------------------ files
     def _write_setup(self, model) -> str:
-        tensors = _setup_tensors(model)
+        tensors = _setup_tensors(model, self._data_storage)
         header = {"format": SETUP_FORMAT, "format_version": FORMAT_VERSION, "kops_version": _version(),
                   **self._identity(model)}
         write_tensor_file(self.setup_path, tensors, header)
@@ -283,7 +287,7 @@ class Checkpointer:
         for key, value in self._setup_record(model).items():
             if header["setup"].get(key) != value:
                 raise self._mismatch(f"set-up {key}", header["setup"].get(key), value)
-        fresh = _setup_tensors(model)
+        fresh = _setup_tensors(model, self._data_storage)
         if set(fresh) != set(setup):
             raise CheckpointError(f"the set-up saved in {str(self.directory)!r} has tensors {sorted(setup)}, "
                                   f"this fit's set-up has {sorted(fresh)}")
