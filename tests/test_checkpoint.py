@@ -51,7 +51,8 @@ def _interrupted_fit(make, X, y, directory, every, writes):
 CASES = {
     # sample preconditioner (budget too small for the span factor): T > 1, pending batches
     "eigenpro4-delayed": lambda: kops.EigenPro4("gaussian", 3.0, centers=200, epochs=3, batch_size=16,
-                                                random_state=1, memory_budget="600KB", ridge=0.5),
+                                                random_state=1, memory_budget="600KB", ridge=0.5,
+                                                full_gradient=False),
     "eigenpro4-span": lambda: kops.EigenPro4("laplacian", 3.0, centers=60, epochs=3, batch_size=16, random_state=2),
     "eigenpro3": lambda: kops.EigenPro3("gaussian", 3.0, centers=60, epochs=3, batch_size=16, random_state=3),
     "eigenpro2": lambda: kops.EigenPro2("laplacian", 3.0, epochs=3, batch_size=16, random_state=4, ridge=0.1),
@@ -74,6 +75,24 @@ def test_resumed_fit_equals_uninterrupted_fit_bitwise(case, tmp_path):
     assert torch.equal(resumed.weights_, reference.weights_)
     assert [r["objective"] for r in resumed.history_] == [r["objective"] for r in reference.history_]
     assert read_checkpoint_header(tmp_path)["complete"]
+
+
+@pytest.mark.parametrize("cls", [kops.EigenPro3, kops.EigenPro4])
+def test_full_gradient_fit_resumes_at_the_epoch_boundary_bitwise(cls, tmp_path):
+    X, _ = _data()
+    y = np.sin(X[:, 0])
+
+    def make():
+        return cls("gaussian", 3.0, centers=60, epochs=5, random_state=3, ridge=1e4, full_gradient=True)
+
+    reference = make().fit(X, y)
+    assert reference.full_gradient_
+    header = _interrupted_fit(make, X, y, tmp_path, every=1, writes=2)  # checkpoints after epochs 1, 2
+    assert header["position"] == {"epoch": 3, "batch": 0, "best": header["position"]["best"]}
+    resumed = make()
+    with checkpointing(resumed, tmp_path, resume=True):
+        resumed.fit(X, y)
+    assert torch.equal(resumed.weights_, reference.weights_)
 
 
 def test_resume_of_a_finished_fit_restores_its_model(tmp_path):

@@ -214,15 +214,17 @@ class KernelModel(_Base):
         raise NotImplementedError
 
     # ------------------------------------------------------------------ epoch loop
-    def _run_epochs(self, epochs: int, n: int, step, batch_size: int, *, end_epoch=None, state=None,
-                    ridge: float = 0.0) -> None:
+    def _run_epochs(self, epochs: int, n: int, step=None, batch_size: int | None = None, *, run_epoch=None,
+                    end_epoch=None, state=None, ridge: float = 0.0) -> None:
         """The epoch loop shared by the iterative solvers.
 
         The loop owns the batch order: each epoch draws a permutation of the ``n`` training
         points from ``generator_`` and calls ``step(rows)`` for its consecutive slices of
         ``batch_size`` rows (``rows``: a long tensor on the device; ``step`` returns the
         batch's squared residual ``||g||^2``), then ``end_epoch()`` (EigenPro 4 projects
-        there), so that after each epoch ``weights_`` is current. After each epoch:
+        there), so that after each epoch ``weights_`` is current. Whole-epoch solvers (full
+        gradient descent) pass ``run_epoch(progress)`` instead of ``step``; they are
+        checkpointed at epoch ends. After each epoch:
         metrics and the objective (``history_``), the divergence check, the callback.
 
         ``state`` (``state_dict()`` / ``load_state_dict()``; default: ``weights_``) is the
@@ -244,18 +246,22 @@ class KernelModel(_Base):
         gen = self.generator_
         state = WeightsState(self) if state is None else state
         good = self.weights_.clone()
-        position = LoopPosition()
+        # The fit starts from the zero model: its objective is the first "best", so a first
+        # epoch that makes the model worse than predicting 0 is divergence too. Growth below
+        # rounding level of that objective is noise (an interpolating fit reaches 1e-32).
+        Ye = self._eval[1]
+        best = 0.5 * float(Ye.square().sum(1).mean()) if not bool(good.any()) else float("inf")
+        floor = (best if math.isfinite(best) else 0.0) * 1e3 * torch.finfo(Ye.dtype).eps
+        position = LoopPosition(best=best)
         checkpointer = getattr(self, "_checkpointer", None)
         if checkpointer is not None:
             position = checkpointer.start(self, state, good)
-        # Growth below rounding level of the zero model's objective is noise, not divergence
-        # (an interpolating fit reaches 1e-32).
-        Ye = self._eval[1]
-        floor = 0.5 * float(Ye.square().sum(1).mean()) * 1e3 * torch.finfo(Ye.dtype).eps
         make_progress = getattr(self, "_progress_factory", None) or Progress
         for epoch in range(position.epoch, epochs + 1):
             first = 0
-            if position.epoch_rng is not None:  # resumed mid-epoch: redraw the epoch's order
+            if run_epoch is not None:  # a whole-epoch solver (full gradient): no batch order
+                epoch_rng = perm = None
+            elif position.epoch_rng is not None:  # resumed mid-epoch: redraw the epoch's order
                 current = gen.get_state()
                 epoch_rng = position.epoch_rng
                 gen.set_state(epoch_rng)
@@ -267,8 +273,10 @@ class KernelModel(_Base):
                 perm = torch.randperm(n, generator=gen).to(self.device_)
             t0 = time.perf_counter()
             progress = make_progress(n, f"{name} epoch {epoch}", bool(getattr(self, "verbose", 0)))
-            done = min(n, first * batch_size)
-            for i in range(first, -(-n // batch_size)):
+            if run_epoch is not None:
+                run_epoch(progress)
+            done = min(n, first * batch_size) if run_epoch is None else n
+            for i in range(first, 0 if run_epoch is not None else -(-n // batch_size)):
                 rows = perm[i * batch_size : (i + 1) * batch_size]
                 residual = step(rows)
                 done += rows.shape[0]
@@ -283,15 +291,19 @@ class KernelModel(_Base):
             best = position.best
             if not math.isfinite(objective) or objective > max(DIVERGENCE_FACTOR * best, floor):
                 self.weights_.copy_(good)
+                kept = f"epoch {epoch - 1}" if epoch > 1 else "the initial (zero) model"
                 raise DivergenceError(
                     f"{name} diverged in epoch {epoch}: the objective went from {best:.4g} to {objective:.4g}. "
-                    f"The weights of epoch {epoch - 1} are kept. Pass a smaller batch_size, or a smaller "
+                    f"The weights of {kept} are kept. Pass a smaller batch_size, or a smaller "
                     "projection_tol (EigenPro 3 / 4), or check the data for outliers and the bandwidth")
             if objective <= best:
                 position.best = objective
             good.copy_(self.weights_)
             stop = stop or self._callback(self.history_[-1])
-            if checkpointer is not None:
+            if checkpointer is not None and run_epoch is not None:  # an epoch is its one "batch"
+                checkpointer.after_batch(self, state, good, LoopPosition(epochs + 1 if stop else epoch + 1, 0, None,
+                                                                         position.best))
+            elif checkpointer is not None:
                 checkpointer.after_epoch(self, state, good, LoopPosition(epochs + 1 if stop else epoch + 1, 0, None,
                                                                          position.best))
             if stop:

@@ -38,8 +38,11 @@ from ..ops import kernel_matrix, kmv
 __all__ = ["SampleCorrection", "SpanPreconditioner", "CholeskyProjector", "cholesky_factor"]
 
 
-def cholesky_factor(Z, kernel, budget):
-    """``L`` with ``K(Z, Z) + jitter I = L L^T`` in float64 (jitter only when singular)."""
+def cholesky_factor(Z, kernel, budget, min_jitter=0.0):
+    """``L`` with ``K(Z, Z) + jitter I = L L^T`` in float64.
+
+    ``jitter`` is ``min_jitter`` times the mean diagonal, raised only as far as the
+    factorisation needs (a singular ``K(Z, Z)``: duplicate centers)."""
     p = Z.shape[0]
     Z64 = Z.to(torch.float64)
     K = torch.empty(p, p, dtype=torch.float64, device=Z.device)
@@ -47,12 +50,13 @@ def cholesky_factor(Z, kernel, budget):
     for r0 in range(0, p, rows):
         K[r0 : r0 + rows] = kernel_matrix(Z64[r0 : r0 + rows], Z64, kernel)
     scale = float(K.diagonal().mean())
-    jitter = 0.0
+    jitter = scale * min_jitter
+    K.diagonal().add_(jitter)
     for attempt in range(14):
         L, info = torch.linalg.cholesky_ex(K)
         if int(info) == 0:
             return L, jitter
-        step = scale * 1e-13 * 10**attempt
+        step = max(scale * 1e-13 * 10**attempt, 10 * jitter)
         K.diagonal().add_(step - jitter)
         jitter = step
     raise ValueError("K(Z, Z) is not positive definite even with jitter: the centers hold duplicates")
@@ -78,12 +82,6 @@ class SampleCorrection:
         """``(coef, values)`` for the gradient's values ``u_rows`` on the rows ``self.rows``."""
         v = self.P.project(u_rows)
         return self.P.coefficients(v), self.M @ v
-
-    def coef_full(self, w):
-        """The coefficient correction over all p centers for values ``w`` (p x b) on Z."""
-        out = torch.zeros_like(w)
-        out[self.rows] = self.correct(w[self.rows])[0]
-        return out
 
 
 class SpanPreconditioner:
@@ -131,8 +129,9 @@ class SpanPreconditioner:
         self.eigenvalues = lam
         self.lambda_q1 = float(lam[q])
         self.mu_q1 = self.lambda_q1 + shift
-        self.c = (1.0 - self.mu_q1 / (lam[:q] + shift)).clamp_min(0.0).to(dt)
-        self.W = torch.linalg.solve_triangular(L.T, U, upper=True).to(dt)  # L^{-T} U
+        self.c64 = (1.0 - self.mu_q1 / (lam[:q] + shift)).clamp_min(0.0)
+        self.W64 = torch.linalg.solve_triangular(L.T, U, upper=True)  # L^{-T} U
+        self.c, self.W = self.c64.to(dt), self.W64.to(dt)
         self.LU = (L @ U).to(dt)
         self.rows = None
         self.n_sample = s
@@ -160,6 +159,10 @@ class SpanPreconditioner:
     def coef_full(self, w):
         return self.correct(w)[0]
 
+    def coef_full64(self, w):
+        """:meth:`coef_full` in float64 (for the step-size measurement)."""
+        return self.W64 @ ((self.W64.T @ w) * self.c64[:, None])
+
 
 class CholeskyProjector:
     """The exact projection ``w = K(Z, Z)^{-1} h`` by the float64 factor L (two triangular solves).
@@ -177,6 +180,10 @@ class CholeskyProjector:
         self.steps_.append(1)
         self.residuals_.append(0.0)
         return w
+
+    def matmul(self, V):
+        """``K(Z, Z) V``."""
+        return kmv(self.Z, self.Z, V, self.kernel)
 
     def rows(self, idx, alpha):
         z = self.Z if idx is None else self.Z[idx]

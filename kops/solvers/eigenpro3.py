@@ -12,15 +12,17 @@ drawn from the centers (rows ``idx`` of Z), each batch B
 
 Step: ``eta = min(1 / beta_G, 1 / (top(G_Z) + m r / n))`` for the preconditioned batch operator on the span
 of the centers (:mod:`kops.solvers.stepsize`); the preconditioner's spectrum is shifted by
-``r / n``. The projection costs O(p^2 d) per batch (two GEMMs when ``K(Z, Z)`` fits the
+``r / n``. When the ridge dominates that spectrum (``mu_{q+1} <= 2 r / n``), each epoch is one
+step on the full gradient instead (the same products, no sampling noise; ``full_gradient``). The projection costs O(p^2 d) per batch (two GEMMs when ``K(Z, Z)`` fits the
 budget), which is what EigenPro 4 amortises.
 """
 from __future__ import annotations
 
 import torch
 
+from ..config import get_memory_budget
 from ._validation import check_epochs, check_ridge
-from .iterations import projected_step
+from .iterations import FullGradientDescent, projected_step, reuse_kernel_block
 from .projection import ProjectedEigenPro
 
 __all__ = ["EigenPro3"]
@@ -47,6 +49,12 @@ class EigenPro3(ProjectedEigenPro):
         Most steps per projection (default 10 with ``K(Z, Z)`` formed, else 4).
     ridge : float, default 0
         The ridge term of the objective above.
+    full_gradient : {"auto", True, False}, default "auto"
+        One step per epoch on the gradient of all n points (accumulated over batches of
+        ``batch_size``) instead of a step per batch. "auto": when the ridge dominates the
+        preconditioned spectrum, ``kappa_r = mu_{q+1} / (r / n) <= 2``, where mini-batch steps
+        keep the batches' sampling noise and a full step at least halves the error per epoch
+        (:mod:`kops.solvers.stepsize`).
 
     Attributes
     ----------
@@ -57,11 +65,16 @@ class EigenPro3(ProjectedEigenPro):
     projector_ : CenterProjector
         The projection's solver with its preconditioner from Z (``steps_``, ``residuals_``).
     batch_size_, step_size_, lambda_max_, history_
+    full_gradient_ : bool
+        Whether the epochs took full-gradient steps.
+    block_reuse_ : bool
+        Whether each batch formed its kernel block once for both products
+        (:func:`kops.solvers.iterations.reuse_kernel_block`).
     """
 
     def __init__(self, kernel="laplacian", bandwidth=None, *, centers=None, epochs=5, batch_size=None,
-                 n_nystrom=None, n_components=None, projection_tol=1e-3, projection_steps=None, ridge=0.0, task="auto", device=None,
-                 dtype="float32", random_state=None, memory_budget=None, eig_method="auto", callback=None,
+                 n_nystrom=None, n_components=None, projection_tol=1e-3, projection_steps=None, ridge=0.0, full_gradient="auto", task="auto",
+                 device=None, dtype="float32", random_state=None, memory_budget=None, eig_method="auto", callback=None,
                  verbose=0):
         self.kernel = kernel
         self.bandwidth = bandwidth
@@ -73,6 +86,7 @@ class EigenPro3(ProjectedEigenPro):
         self.projection_tol = projection_tol
         self.projection_steps = projection_steps
         self.ridge = ridge
+        self.full_gradient = full_gradient
         self.task = task
         self.device = device
         self.dtype = dtype
@@ -89,11 +103,21 @@ class EigenPro3(ProjectedEigenPro):
         n, p, c = X.shape[0], Z.shape[0], Y.shape[1]
         eta = self.step_size_
         del self._probe
+        tile_budget = get_memory_budget(self.device_) // 4
+        form = reuse_kernel_block(m, p, X.shape[1], X.element_size(), tile_budget, X.device)
+        self.block_reuse_ = form
+        if self.full_gradient_:
+            descent = FullGradientDescent(Z, c, corr, projector, step=eta, ridge=ridge, kernel=self.kernel_,
+                                          chunk=m, form=form, budget=tile_budget)
+            self.weights_ = descent.alpha
+            self._run_epochs(epochs, n, run_epoch=lambda progress: descent.epoch(X, Y, progress), state=descent,
+                             ridge=ridge)
+            return self
         self.weights_ = alpha = torch.zeros(p, c, dtype=X.dtype, device=X.device)
 
         def step(rows):
             return projected_step(Z, alpha, corr, projector, X[rows], Y[rows], eta, ridge=ridge, n=n,
-                                  kernel=self.kernel_)
+                                  kernel=self.kernel_, form=form, budget=tile_budget)
 
         self._run_epochs(epochs, n, step, m, ridge=ridge)
         return self

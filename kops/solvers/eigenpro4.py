@@ -27,6 +27,9 @@ Cadence rules (the paper's, with its defects fixed):
 * With T > 1 the step also holds for the operator without the projection (the pending
   part lives outside the span of the centers between projections).
 * The end of every epoch projects, so the fitted model lives on the centers only.
+* When the ridge dominates the preconditioned spectrum (``mu_{q+1} <= 2 r / n``) each epoch is
+  one full-gradient step with its projection (T = 1; :mod:`kops.solvers.stepsize`, "The
+  ridge"): mini-batch steps would keep the batches' sampling noise.
 
 Per batch one kernel block ``K(X_B, [Z; Z_tmp])`` serves both products when the budget holds
 a tile of it and forming is cheaper than a second fused pass
@@ -38,7 +41,7 @@ from __future__ import annotations
 
 from ..config import get_memory_budget
 from ._validation import check_epochs, check_ridge
-from .iterations import DelayedProjection, reuse_kernel_block
+from .iterations import DelayedProjection, FullGradientDescent, reuse_kernel_block
 from .projection import ProjectedEigenPro
 
 __all__ = ["EigenPro4", "projection_interval"]
@@ -87,6 +90,9 @@ class EigenPro4(ProjectedEigenPro):
         (the accuracy knob: 1e-3 reaches the exact model on the centers).
     projection_steps : int, optional
         Most steps per projection (default 10 with ``K(Z, Z)`` formed, else 4).
+    full_gradient : {"auto", True, False}, default "auto"
+        As in :class:`kops.EigenPro3`: one full-gradient step per epoch (T = 1) when the
+        ridge dominates the preconditioned spectrum.
 
     Attributes
     ----------
@@ -101,11 +107,13 @@ class EigenPro4(ProjectedEigenPro):
 
     block_reuse_ : bool
         Whether each batch formed its kernel block once (the cost model).
+    full_gradient_ : bool
+        Whether the epochs took full-gradient steps.
     """
 
     def __init__(self, kernel="laplacian", bandwidth=None, *, centers=None, epochs=5, batch_size=None,
                  n_nystrom=None, n_components=None, projection_interval=None, projection_coeff=2.0,
-                 projection_tol=1e-3, projection_steps=None, ridge=0.0, task="auto", device=None, dtype="float32", random_state=None,
+                 projection_tol=1e-3, projection_steps=None, ridge=0.0, full_gradient="auto", task="auto", device=None, dtype="float32", random_state=None,
                  memory_budget=None, eig_method="auto", callback=None, verbose=0):
         self.kernel = kernel
         self.bandwidth = bandwidth
@@ -119,6 +127,7 @@ class EigenPro4(ProjectedEigenPro):
         self.projection_tol = projection_tol
         self.projection_steps = projection_steps
         self.ridge = ridge
+        self.full_gradient = full_gradient
         self.task = task
         self.device = device
         self.dtype = dtype
@@ -137,8 +146,9 @@ class EigenPro4(ProjectedEigenPro):
         budget = get_memory_budget(self.device_)
         row_bytes = X.element_size() * (d + c)
         interval = self.projection_interval
-        if interval is None and self.span_preconditioner_:
-            interval = 1  # an exact projection costs less than a batch: no reason to delay it
+        if self.full_gradient_ or (interval is None and self.span_preconditioner_):
+            # one step per epoch; or an exact projection, which costs less than a batch
+            interval = 1
         T = projection_interval(p, m, self.projection_coeff, interval, max_rows=budget // 2 // row_bytes)
         self.projection_interval_ = T
         if T > 1:
@@ -146,6 +156,8 @@ class EigenPro4(ProjectedEigenPro):
         del self._probe
         tile_budget = budget // 4
         self.block_reuse_ = reuse_kernel_block(m, p + T * m, d, X.element_size(), tile_budget, X.device)
+        if self.full_gradient_:
+            return self._fit_full_gradient(X, Y, Z, corr, projector, m, ridge, epochs, tile_budget)
         state = DelayedProjection(Z, c, corr, projector, interval=T, batch_size=m, eta=self.step_size_,
                                   ridge=ridge, n=n, kernel=self.kernel_, budget=tile_budget,
                                   form=self.block_reuse_)
@@ -161,4 +173,18 @@ class EigenPro4(ProjectedEigenPro):
         self.n_projections_ = 0
         self._run_epochs(epochs, n, step, m, end_epoch=end_epoch, state=state, ridge=ridge)
         self.n_projections_ = state.n_projections
+        return self
+
+    def _fit_full_gradient(self, X, Y, Z, corr, projector, m, ridge, epochs, tile_budget):
+        self.block_reuse_ = reuse_kernel_block(m, Z.shape[0], X.shape[1], X.element_size(), tile_budget, X.device)
+        descent = FullGradientDescent(Z, Y.shape[1], corr, projector, step=self.step_size_, ridge=ridge,
+                                      kernel=self.kernel_, chunk=m, form=self.block_reuse_, budget=tile_budget)
+        self.weights_ = descent.alpha
+        self.n_projections_ = 0
+
+        def run_epoch(progress):
+            descent.epoch(X, Y, progress)
+
+        self._run_epochs(epochs, X.shape[0], run_epoch=run_epoch, state=descent, ridge=ridge)
+        self.n_projections_ = len(self.history_)  # one projection per epoch
         return self

@@ -1,7 +1,9 @@
 """The iteration steps of the EigenPro solvers, reading top to bottom, calling only the ops.
 
 * :func:`eigenpro2_epoch`: one EigenPro 2 epoch on ``(K(x, x) + r I) w = t``.
-* :func:`projected_step`: one EigenPro 3 step (gradient, preconditioner, projection).
+* :func:`batch_gradient`, :func:`projected_update`: a batch's gradient on the centers and
+  the preconditioned, projected step for it; :func:`projected_step` (EigenPro 3) is the two,
+  :class:`FullGradientDescent` steps on the gradient of all n points (large ridges).
 * :class:`DelayedProjection`: EigenPro 4's state (the centers' weights and the pending
   part, in preallocated buffers) with :meth:`~DelayedProjection.step` and
   :meth:`~DelayedProjection.project`.
@@ -26,7 +28,8 @@ import torch
 from ..ops import kernel_matrix, kmv
 from ._sampling import batches
 
-__all__ = ["eigenpro2_step", "eigenpro2_epoch", "projected_step", "DelayedProjection", "reuse_kernel_block", "BALANCE"]
+__all__ = ["eigenpro2_step", "eigenpro2_epoch", "batch_gradient", "projected_update", "projected_step",
+           "FullGradientDescent", "DelayedProjection", "reuse_kernel_block", "BALANCE"]
 
 #: flops per byte of memory traffic at which a device is balanced (GEMM rate / bandwidth)
 BALANCE = {"cpu": 10.0, "cuda": 20.0}
@@ -113,31 +116,175 @@ def _at(u, rows):
     return u if rows is None else u[rows]
 
 
-def projected_step(Z, alpha, corr, projector, xb, yb, eta, *, ridge=0.0, n=1, kernel=None):
+def batch_gradient(xb, yb, pts, wts, p, kernel, *, form=False, budget=0):
+    """``g = K(X_B, pts) wts - Y_B`` (m x c) and ``u = K(pts[:p], X_B) g`` (p x c).
+
+    With ``form`` the kernel block is formed in row tiles of at most ``budget`` bytes and
+    used for both products (:func:`reuse_kernel_block`); otherwise two fused products.
+    """
+    if not form:
+        g = kmv(xb, pts, wts, kernel)
+        g -= yb
+        return g, kmv(pts[:p], xb, g, kernel)
+    rows = max(1, budget // (pts.shape[0] * pts.element_size()))
+    g = torch.empty_like(yb)
+    u = torch.zeros(p, yb.shape[1], dtype=yb.dtype, device=yb.device)
+    for r0 in range(0, xb.shape[0], rows):
+        Kt = kernel_matrix(xb[r0 : r0 + rows], pts, kernel)
+        gt = torch.addmm(yb[r0 : r0 + rows], Kt, wts, alpha=1.0, beta=-1.0)
+        u.addmm_(Kt[:, :p].T, gt)
+        g[r0 : r0 + rows] = gt
+    return g, u
+
+
+def projected_update(alpha, u, corr, projector, eta, c=0.0) -> None:
+    """The preconditioned, projected step for a gradient whose values on Z are ``u``, in place.
+
+    ::
+
+        h      = eta (u - values(u))                               # preconditioned, on Z
+        with a ridge, c = eta m r / n (m the points behind u):
+            alpha = (1 - c) alpha;   h -= c values(f(Z))            # preconditioned r f
+        alpha -= K(Z, Z)^{-1} h                                    # the projection
+    """
+    h = u.sub_(corr.correct(_at(u, corr.rows))[1]).mul_(eta)
+    if c:
+        h.sub_(corr.correct(projector.rows(corr.rows, alpha))[1], alpha=c)
+        alpha.mul_(1.0 - c)
+    alpha.sub_(projector.solve(h))
+
+
+def projected_step(Z, alpha, corr, projector, xb, yb, eta, *, ridge=0.0, n=1, kernel=None, form=False, budget=0):
     """One EigenPro 3 step on the batch ``(xb, yb)``, in place on ``alpha`` (p x c).
 
     ``corr`` is the preconditioner seen from the centers
     (:mod:`kops.solvers.center_preconditioner`): ``corr.correct(u[rows])`` gives the
     correction's coefficients (on ``corr.rows``) and its values on Z. ::
 
-        g      = K(X_B, Z) alpha - Y_B;   u = K(Z, X_B) g          # m x c, p x c
-        h      = eta (u - values(u))                               # preconditioned, on Z
-        with a ridge, c = eta m r / n:
-            alpha = (1 - c) alpha;   h -= c values(f(Z))            # preconditioned r f
-        alpha -= K(Z, Z)^{-1} h                                    # the projection
+        g = K(X_B, Z) alpha - Y_B;   u = K(Z, X_B) g               # m x c, p x c
+        projected_update(alpha, u, eta, c = eta m r / n)
 
     Returns ``||g||^2``.
     """
-    g = kmv(xb, Z, alpha, kernel)
-    g -= yb
-    u = kmv(Z, xb, g, kernel)
-    h = u.sub_(corr.correct(_at(u, corr.rows))[1]).mul_(eta)
-    if ridge:
-        c = eta * xb.shape[0] * ridge / n
-        h.sub_(corr.correct(projector.rows(corr.rows, alpha))[1], alpha=c)
-        alpha.mul_(1.0 - c)
-    alpha.sub_(projector.solve(h))
+    g, u = batch_gradient(xb, yb, Z, alpha, Z.shape[0], kernel, form=form, budget=budget)
+    projected_update(alpha, u, corr, projector, eta, eta * xb.shape[0] * ridge / n if ridge else 0.0)
     return float(g.square().sum())
+
+
+class FullGradientDescent:
+    """Preconditioned, projected descent on the full gradient with an exact line search.
+
+    For ``L(alpha) = 1/2 ||K(X, Z) alpha - Y||^2 + r/2 alpha^T K(Z, Z) alpha`` the gradient is
+    ``u = K(Z, X) (K(X, Z) alpha - Y) + r K(Z, Z) alpha`` (the functional gradient's values on
+    Z) and the direction ``d = K(Z, Z)^{-1} (u - values(u))`` (preconditioned, projected; a
+    descent direction). Each :meth:`epoch` is ONE pass over the data, in chunks, with the
+    weights ``[alpha, d]`` (2c columns) for the previous direction d::
+
+        g = K(X, Z) alpha - Y,  q = K(X, Z) d,  A = K(Z, X) [g, q]       # one pass, p x 2c
+        s = (<g, q> + r d^T K_ZZ alpha) / (<q, q> + r d^T K_ZZ d)         # exact line search
+        alpha -= s d;  u = A_g - s A_q + r K_ZZ alpha                     # by linearity
+        d = K_ZZ^{-1} (u - values(u));  alpha -= t d                       # t: the last step
+
+    so every epoch ends with the new direction applied with the previous direction's optimal
+    step (the next pass corrects it exactly). On a quadratic, the error falls by at least
+    ``(kappa - 1) / (kappa + 1)`` per epoch for the preconditioned condition number kappa.
+
+    Parameters
+    ----------
+    Z : Tensor (p, d)
+    c : int
+    corr : SampleCorrection or SpanPreconditioner
+    projector : CenterProjector or CholeskyProjector
+        Provides ``solve`` (``K(Z, Z)^{-1}``) and ``matmul`` (``K(Z, Z) @``).
+    step : float
+        The first direction's step (:func:`kops.solvers.stepsize.full_gradient_step_size`).
+    ridge : float
+    kernel : kops.Kernel
+    chunk : int
+        Rows per chunk of the pass.
+    form, budget
+        As in :func:`batch_gradient`.
+    """
+
+    def __init__(self, Z, c, corr, projector, *, step, ridge, kernel, chunk, form=False, budget=0):
+        p = Z.shape[0]
+        self.Z, self.corr, self.projector, self.kernel = Z, corr, projector, kernel
+        self.ridge, self.chunk, self.form, self.budget = ridge, chunk, form, budget
+        self.alpha = torch.zeros(p, c, dtype=Z.dtype, device=Z.device)
+        self.d = None
+        self.step = step
+        self.steps_ = []
+
+    def _pass(self, X, Y, V, progress):
+        """``A = K(Z, X) [K(X, Z) V - [Y, 0]]`` and the Gram entries of the residuals."""
+        n, c, p = X.shape[0], Y.shape[1], self.Z.shape[0]
+        A = torch.zeros(p, V.shape[1], dtype=V.dtype, device=V.device)
+        gram = torch.zeros(V.shape[1] // c, V.shape[1] // c, dtype=torch.float64, device=V.device)
+        pad = V.shape[1] - c
+        for r0 in range(0, n, self.chunk):
+            yb = Y[r0 : r0 + self.chunk]
+            if pad:
+                yb = torch.cat([yb, torch.zeros(yb.shape[0], pad, dtype=yb.dtype, device=yb.device)], 1)
+            R, Ab = batch_gradient(X[r0 : r0 + self.chunk], yb, self.Z, V, p, self.kernel, form=self.form,
+                                   budget=self.budget)
+            A += Ab
+            blocks = R.to(torch.float64).reshape(R.shape[0], -1, c)
+            gram += torch.einsum("nic,njc->ij", blocks, blocks)
+            if progress is not None:
+                progress.update(min(n, r0 + self.chunk))
+        return A, gram
+
+    def epoch(self, X, Y, progress=None) -> float:
+        """One pass and one step (class docstring). Returns ``||K(X, Z) alpha - Y||^2`` at
+        the line-search point."""
+        c, r, alpha = Y.shape[1], self.ridge, self.alpha
+        d = self.d
+        V = alpha if d is None else torch.cat([alpha, d], 1)
+        A, gram = self._pass(X, Y, V, progress)
+        KV = self.projector.matmul(V) if r else None
+        if d is None:
+            u = A
+            seen = float(gram[0, 0])
+            if r:
+                u = u + r * KV
+        else:
+            Ka, Kd = (KV[:, :c], KV[:, c:]) if r else (0.0, 0.0)
+            num = float(gram[0, 1]) + (r * float((d * Ka).sum()) if r else 0.0)
+            den = float(gram[1, 1]) + (r * float((d * Kd).sum()) if r else 0.0)
+            s = num / den if den > 0 else 0.0
+            alpha.sub_(d, alpha=s)
+            seen = float(gram[0, 0]) - 2 * s * float(gram[0, 1]) + s * s * float(gram[1, 1])
+            u = A[:, :c] - s * A[:, c:]
+            if r:
+                u += r * (Ka - s * Kd)
+            total = self.step + s  # the previous direction's optimal step
+            if total > 0:
+                self.step = total
+            self.steps_.append(total)
+        h = u - self.corr.correct(_at(u, self.corr.rows))[1]
+        self.d = self.projector.solve(h)
+        alpha.sub_(self.d, alpha=self.step)
+        return seen
+
+    def state_dict(self) -> dict:
+        """The iteration state: ``alpha``, the last direction ``d`` and the step (checkpoints)."""
+        state = {"alpha": self.alpha.detach().cpu().clone(), "step": self.step, "steps": list(self.steps_)}
+        if self.d is not None:
+            state["d"] = self.d.detach().cpu().clone()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict`'s output in place (shapes are checked)."""
+        for name in ("alpha", "d"):
+            src = state.get(name)
+            if name == "d" and src is None:
+                continue
+            if src is None or tuple(src.shape) != tuple(self.alpha.shape):
+                raise ValueError(f"saved full-gradient state {name!r} has shape "
+                                 f"{None if src is None else tuple(src.shape)}, expected {tuple(self.alpha.shape)}")
+        self.alpha.copy_(state["alpha"])
+        self.d = state["d"].to(self.alpha.device) if state.get("d") is not None else None
+        self.step, self.steps_ = float(state["step"]), list(state["steps"])
 
 
 class DelayedProjection:
@@ -205,21 +352,9 @@ class DelayedProjection:
 
     def _gradient(self, xb, yb):
         """``g = f(X_B) - Y_B`` and ``u = K(Z, X_B) g`` (formed tiles or two fused products)."""
-        end, p = self.end, self.p
-        pts, wts = self.pts[:end], self.wts[:end]
-        if not self.form:
-            g = kmv(xb, pts, wts, self.kernel)
-            g -= yb
-            return g, kmv(pts[:p], xb, g, self.kernel)
-        rows = max(1, self.budget // (end * pts.element_size()))
-        g = torch.empty_like(yb)
-        u = torch.zeros(p, yb.shape[1], dtype=yb.dtype, device=yb.device)
-        for r0 in range(0, xb.shape[0], rows):
-            Kt = kernel_matrix(xb[r0 : r0 + rows], pts, self.kernel)
-            gt = torch.addmm(yb[r0 : r0 + rows], Kt, wts, alpha=1.0, beta=-1.0)
-            u.addmm_(Kt[:, :p].T, gt)
-            g[r0 : r0 + rows] = gt
-        return g, u
+        end = self.end
+        return batch_gradient(xb, yb, self.pts[:end], self.wts[:end], self.p, self.kernel, form=self.form,
+                              budget=self.budget)
 
     def _add_coef(self, coef):
         if self.corr.rows is None:

@@ -1,21 +1,25 @@
 """The projection onto the centers and the set-up shared by EigenPro 3 and 4.
 
-* :class:`CenterProjector`: ``w ~ K(Z, Z)^{-1} h`` by preconditioned EigenPro iterations on
-  the centers, stopped by tolerance: the relative residual ``||K(Z, Z) w - h|| / ||h||``
-  falls below ``tol`` or ``max_steps`` steps have run.
+* :class:`CenterProjector`: ``w ~ K(Z, Z)^{-1} h``, stopped by tolerance: the relative
+  residual ``||K(Z, Z) w - h|| / ||h||`` falls below ``tol`` or ``max_steps`` steps have run.
 * :class:`ProjectedEigenPro`: the estimator base of EigenPro 3 / 4 (centers, data
   preconditioner, projector, batch and step size).
 
-The projection's own step follows the same rule as the outer one
-(:mod:`kops.solvers.stepsize`): for the full batch of p centers the residual evolves as
-``g <- (I - eta G) g`` with ``G = K_ZZ - K_ZS E D E^T K_SZ`` (p x p, symmetric), and
-``eta = STEP_FACTOR / lambda_max(G)`` with ``lambda_max(G)`` measured by power iteration
-(exactly ``p mu_{q+1}`` when the sample is all of Z).
+The projection's solver, for the full batch of p centers (p <= 10,000, or ``K(Z, Z)``
+formed): conjugate gradients (one CG per output column) preconditioned by the Nystrom
+approximation of ``K(Z, Z)`` on the sample X_S of the centers,
+``K_ZS K_SS^{-1} K_SZ = U S^2 U^T`` (U orthonormal p x q, from the sample's eigenpairs),
+with ``P^{-1} = sigma_q^2 U S^{-2} U^T + (I - U U^T)``: the top q directions flattened to
+``sigma_q^2``, the rest left alone (randomized Nystrom preconditioning). CG needs no step
+size (no power iteration at set-up), minimises the error in the K-norm over its Krylov
+space (so every projection is non-expansive, unlike a fixed-step iteration, which overshoots
+where ``eta lambda > 1``), and converges as ``sqrt(kappa)`` instead of ``kappa``. One step
+is one product with ``K(Z, Z)`` and two thin products with U.
 
 ``K(Z, Z)`` (and its rows at the sample) is formed once (in the training dtype) when
-``(p + s) p`` entries fit half the memory budget; every projection step is then two GEMMs.
-Otherwise each step is fused products (``O(p^2 d)``), and when p exceeds the batch cap
-(10,000) steps are EigenPro 2 epochs over mini-batches.
+``(p + s) p`` entries fit half the memory budget; every CG step is then a GEMM. Otherwise
+each step is a fused product (``O(p^2 d)``), and when p exceeds the batch cap (10,000)
+steps are EigenPro 2 epochs over mini-batches of the centers.
 """
 from __future__ import annotations
 
@@ -28,13 +32,15 @@ from ._validation import check_fraction, default_count
 from .base import KernelModel
 from .center_preconditioner import CholeskyProjector, SampleCorrection, SpanPreconditioner, cholesky_factor
 from .iterations import eigenpro2_epoch
-from .preconditioner import STEP_FACTOR, NystromPreconditioner, top_eigenvalue
-from .stepsize import MAX_BATCH, batch_size_for, measured_step
+from .preconditioner import NystromPreconditioner
+from .stepsize import MAX_BATCH, batch_size_for, full_gradient_step_size, measured_step, use_full_gradient
 
-__all__ = ["CenterProjector", "ProjectedEigenPro", "PROJECTION_TOL"]
+__all__ = ["CenterProjector", "NystromPCG", "ProjectedEigenPro", "PROJECTION_TOL"]
 
 #: default relative residual of each projection
 PROJECTION_TOL = 1e-3
+#: relative jitter of the float64 factor of K(Z, Z) when the model is trained in float32 or below
+FLOAT32_JITTER = 1e-6
 
 
 def _form(Z, kernel, budget):
@@ -45,6 +51,35 @@ def _form(Z, kernel, budget):
     for r0 in range(0, p, rows):
         K[r0 : r0 + rows] = kernel_matrix(Z[r0 : r0 + rows], Z, kernel)
     return K
+
+
+class NystromPCG:
+    """The Nystrom preconditioner of ``K(Z, Z)`` for CG (module docstring).
+
+    Parameters
+    ----------
+    KZS_E : Tensor (p, q)
+        ``K(Z, X_S) E`` for the sample's top eigenvectors E (s x q) of ``K(X_S, X_S) / s``.
+    eigenvalues : Tensor (q,), float64
+        Their eigenvalues (of ``K(X_S, X_S) / s``).
+    s : int
+        The sample size.
+    """
+
+    def __init__(self, KZS_E, eigenvalues, s):
+        dt = KZS_E.dtype
+        lam = eigenvalues.to(torch.float64)
+        keep = lam > float(lam[0]) * (1e-10 if dt == torch.float64 else 1e-6)
+        B = KZS_E.to(torch.float64)[:, keep] / (s * lam[keep]).sqrt()  # K_nys = B B^T
+        Q, R = torch.linalg.qr(B)
+        W, sigma, _ = torch.linalg.svd(R)
+        sigma2 = sigma.square()
+        self.U = (Q @ W).to(dt)
+        self.scale = (sigma2[-1] / sigma2 - 1.0).to(dt)  # sigma_q^2 / sigma_i^2 - 1
+
+    def __call__(self, R):
+        """``P^{-1} R = R + U diag(sigma_q^2 / sigma_i^2 - 1) U^T R``."""
+        return R + self.U @ ((self.U.T @ R) * self.scale[:, None])
 
 
 class CenterProjector:
@@ -62,12 +97,14 @@ class CenterProjector:
     tol : float
         Relative residual at which a projection stops.
     max_steps : int, optional
-        Most steps per projection (default 10 with ``K(Z, Z)`` formed, 4 without).
+        Most steps per projection (default 10 with ``K(Z, Z)`` formed, 4 without; CG steps,
+        or EigenPro 2 epochs when p > 10,000 and ``K(Z, Z)`` is not formed).
 
     Attributes
     ----------
     formed : bool
-    step_size : float
+    method : str
+        "cg" or "epochs".
     steps_ : list of int
         Steps taken by each projection.
     residuals_ : list of float
@@ -85,12 +122,13 @@ class CenterProjector:
         self.K = _form(Z, self.kernel, budget // 2) if self.formed else None
         self.KS = self.K[nystrom_idx].contiguous() if self.formed else None  # K(X_S, Z), read every step
         self.max_steps = default_count(max_steps, 10 if self.formed else 4, 10**6, "projection_steps")
-        self.full_batch = p <= MAX_BATCH
-        if self.full_batch:
-            top = top_eigenvalue(self._G, p, dtype=Z.dtype, device=Z.device, generator=generator,
-                                 iterations=12 if self.formed else 6)
-            self.step_size = STEP_FACTOR / top if top > 0 else 1.0 / p
-            self.batch_size = p
+        self.method = "cg" if self.formed or p <= MAX_BATCH else "epochs"
+        if self.method == "cg":
+            P = preconditioner
+            E64, lam = P.E64, P.eigensystem.eigenvalues[: P.E64.shape[1]]
+            E = E64.to(Z.dtype)
+            KZS_E = self.KS.T @ E if self.formed else kmv(Z, Z[nystrom_idx], E, self.kernel)
+            self.pcg = NystromPCG(KZS_E, lam, s)
         else:
             self.batch_size = batch_size_for(preconditioner, p, None, Z.element_size() * (Z.shape[1] + 8),
                                              budget // 4)
@@ -102,55 +140,57 @@ class CenterProjector:
     def _K(self, V):
         return self.K @ V if self.formed else kmv(self.Z, self.Z, V, self.kernel)
 
-    def _KS(self, V):  # K(X_S, Z) V
-        return self.KS @ V if self.formed else kmv(self.Z[self.idx], self.Z, V, self.kernel)
-
-    def _G(self, V):
-        KV = self._K(V)
-        corr = self.P.coefficients(self.P.project(KV[self.idx]))
-        return KV - (self.KS.T @ corr if self.formed else self._K_cols(corr))
+    def matmul(self, V):
+        """``K(Z, Z) V``."""
+        return self._K(V)
 
     def cols(self, idx, a):
         """``K(Z, Z[idx]) a``."""
         return self.K[:, idx] @ a if self.formed else kmv(self.Z, self.Z[idx], a, self.kernel)
 
-    def _K_cols(self, a):  # K(Z, X_S) a
-        return self.K[:, self.idx] @ a if self.formed else kmv(self.Z, self.Z[self.idx], a, self.kernel)
-
     def rows(self, idx, alpha):
         """``K(Z[idx], Z) alpha``."""
         return self.K[idx] @ alpha if self.formed else kmv(self.Z[idx], self.Z, alpha, self.kernel)
 
-    def rows_of_sample(self, idx, a):
-        """``K(Z[idx], Z[idx]) a``."""
-        if self.formed:
-            return self.K[idx][:, idx] @ a
-        return kmv(self.Z[idx], self.Z[idx], a, self.kernel)
+    def _cg(self, h, norm):
+        """Preconditioned CG from w = 0, one independent CG per column of h."""
+        w = torch.zeros_like(h)
+        r = h.clone()
+        z = self.pcg(r)
+        d = z.clone()
+        rz = (r * z).sum(0)
+        tiny = torch.finfo(h.dtype).tiny
+        rel, steps = 1.0, 0
+        while steps < self.max_steps:
+            Kd = self._K(d)
+            dKd = (d * Kd).sum(0)
+            a = torch.where(dKd > tiny, rz / dKd.clamp_min(tiny), torch.zeros_like(dKd))
+            w.addcmul_(d, a)
+            r.addcmul_(Kd, a, value=-1.0)
+            steps += 1
+            rel = float(r.norm()) / norm
+            if rel <= self.tol:
+                break
+            z = self.pcg(r)
+            rz_new = (r * z).sum(0)
+            beta = torch.where(rz > tiny, rz_new / rz.clamp_min(tiny), torch.zeros_like(rz))
+            d = z.add_(d * beta)
+            rz = rz_new
+        return w, rel, steps
 
     def solve(self, h: torch.Tensor) -> torch.Tensor:
         """w (p, c) with ``||K(Z, Z) w - h|| <= tol ||h||`` (or ``max_steps`` steps), from w = 0."""
-        w = torch.zeros_like(h)
         norm = float(h.norm())
         if norm == 0.0:
-            return w
-        eta = self.step_size
-        rel, steps = 1.0, 0
-        if self.full_batch:
-            g = -h  # the residual K w - h
-            while steps < self.max_steps:
-                # w -= eta (g - S E D E^T K_S g): the preconditioned full-batch step
-                corr = self.P.coefficients(self.P.project(self._KS(g)))
-                w.sub_(g, alpha=eta)
-                w.index_add_(0, self.idx, corr, alpha=eta)
-                g = self._K(w) - h
-                steps += 1
-                rel = float(g.norm()) / norm
-                if rel <= self.tol:
-                    break
+            return torch.zeros_like(h)
+        if self.method == "cg":
+            w, rel, steps = self._cg(h, norm)
         else:
+            w = torch.zeros_like(h)
+            rel, steps = 1.0, 0
             while steps < self.max_steps:
-                seen = eigenpro2_epoch(self.Z, h, w, self.P, self.idx, self.batch_size, eta, self.generator,
-                                       kernel=self.kernel)
+                seen = eigenpro2_epoch(self.Z, h, w, self.P, self.idx, self.batch_size, self.step_size,
+                                       self.generator, kernel=self.kernel)
                 steps += 1
                 rel = (seen ** 0.5) / norm  # the residual met during the epoch
                 if rel <= self.tol:
@@ -190,7 +230,12 @@ class ProjectedEigenPro(KernelModel):
         idx = idx.to(self.device_)
         self.span_preconditioner_ = 8 * p * p <= budget // 4
         if self.span_preconditioner_:
-            L, jitter = cholesky_factor(Z, self.kernel_, budget // 4)
+            # In float32 the directions of K(Z, Z) below the dtype's resolution cannot be
+            # represented by the model's products (their coefficients blow up rounding errors
+            # by 1 / lambda_min: few Gaussian centers diverged); a jitter of FLOAT32_JITTER
+            # times the mean diagonal (GPyTorch's float32 default) leaves them out.
+            L, jitter = cholesky_factor(Z, self.kernel_, budget // 4,
+                                        min_jitter=FLOAT32_JITTER if Z.dtype != torch.float64 else 0.0)
             data_idx, s_data, _ = nystrom_sample(n, self.n_nystrom, self.n_components, gen, budget=budget)
             corr = SpanPreconditioner(Z, X[data_idx.to(self.device_)], self.kernel_, q, L, shift=ridge / n,
                                       diag_ridge=ridge / n)
@@ -220,6 +265,9 @@ class ProjectedEigenPro(KernelModel):
         else:  # the upper bound without the projection
             eta, top = measured_step(xb, P_data, rho=m * ridge / n, rho1=ridge / n, budget=budget, generator=gen,
                                      full_batch=m >= n)
+        self.full_gradient_ = use_full_gradient(corr, ridge, n, getattr(self, "full_gradient", "auto"))
+        if self.full_gradient_:
+            eta, top = full_gradient_step_size(top, m, n)
         self._probe = (xb, corr, inverse)
         self.preconditioner_ = corr if self.span_preconditioner_ else P_data
         self.projector_ = projector
