@@ -149,7 +149,7 @@ def test_checkpoint_every_seconds_and_argument_checks(tmp_path):
 
 def _fit_command(data, model, *extra):
     return [sys.executable, "-m", "kops", "fit", str(data), "--solver", "eigenpro4", "--kernel", "gaussian",
-            "--bandwidth", "3", "--centers", "200", "--batch-size", "8", "--epochs", "12", "--seed", "5",
+            "--bandwidth", "2", "--centers", "200", "--batch-size", "16", "--epochs", "12", "--seed", "5",
             "--memory-budget", "600KB", "--val-split", "0", "--device", "cpu", "--quiet", "--out", str(model),
             *extra]
 
