@@ -12,6 +12,7 @@ from .kernels import KERNELS, Cauchy, Gaussian, Kernel, Laplacian, Matern32, Mat
 from .ops import kernel_matrix, kmv, kmv_accumulate
 from .operator import KernelOperator
 from .precision import PRECISIONS
+from .serialization import load_model as load
 from .solvers import EigenPro2, EigenPro3, EigenPro4, ExactKernelRidge
 from .solvers import (DivergenceError, EigenPro2Classifier, EigenPro2Regressor, EigenPro3Classifier,
                       EigenPro3Regressor, EigenPro4Classifier, EigenPro4Regressor, ExactKernelRidgeClassifier,
@@ -52,4 +53,5 @@ __all__ = [
     "FalkonClassifier",
     "NotFittedError",
     "DivergenceError",
+    "load",
 ]

@@ -182,7 +182,7 @@ class EigenPro2(_ShardedModel, solvers.EigenPro2):
             sharded_eigenpro2_epoch(X, Y, self.weights_, shard, P, idx, m, eta, gen, ridge=ridge, group=group,
                                     progress=progress)
 
-        self._run_epochs(epochs, n, run_epoch, ridge)
+        self._run_epochs(epochs, n, run_epoch=run_epoch, ridge=ridge)
         return self
 
 
@@ -232,7 +232,7 @@ class EigenPro3(_ShardedProjected, solvers.EigenPro3):
                 done += b.shape[0]
                 progress.update(done)
 
-        self._run_epochs(epochs, n, run_epoch, ridge)
+        self._run_epochs(epochs, n, run_epoch=run_epoch, ridge=ridge)
         return self
 
 
@@ -283,7 +283,7 @@ class EigenPro4(_ShardedProjected, solvers.EigenPro4):
             self.n_projections_ = state.n_projections
 
         self.n_projections_ = 0
-        self._run_epochs(epochs, n, run_epoch, ridge)
+        self._run_epochs(epochs, n, run_epoch=run_epoch, ridge=ridge)
         return self
 
 

@@ -19,6 +19,7 @@ from .estimators import (EigenPro2Classifier, EigenPro2Regressor, EigenPro3Class
 from .exact import ExactKernelRidge
 from .falkon import Falkon
 from .base import DivergenceError, NotFittedError
+from .checkpoint import Checkpointer, checkpointing
 from .preconditioner import NystromPreconditioner
 
 __all__ = [
@@ -42,4 +43,6 @@ __all__ = [
     "NystromPreconditioner",
     "Eigensystem",
     "top_eigensystem",
+    "Checkpointer",
+    "checkpointing",
 ]

@@ -57,7 +57,8 @@ class Progress:
         self.start = time.perf_counter()
         self._last = 0.0
 
-    def update(self, done: int) -> None:
+    def update(self, done: int, residual: float | None = None) -> None:
+        """``done`` points of ``total`` visited; ``residual`` is the last batch's ``||g||^2``."""
         if not self.enabled:
             return
         now = time.perf_counter()
@@ -189,6 +190,9 @@ class KernelModel(_Base):
         idx = torch.randperm(X.shape[0], generator=self.generator_)[:EVAL_SAMPLES].to(self.device_)
         self._eval = (X[idx], Y[idx])
         self._val = val
+        checkpointer = getattr(self, "_checkpointer", None)
+        if checkpointer is not None:  # identifies the data the checkpoints belong to
+            checkpointer.begin(self, X, Y)
         try:
             self._fit(X, Y)
         finally:
@@ -231,11 +235,24 @@ class KernelModel(_Base):
         raise NotImplementedError
 
     # ------------------------------------------------------------------ epoch loop
-    def _run_epochs(self, epochs: int, n: int, run_epoch, ridge: float = 0.0) -> None:
+    def _run_epochs(self, epochs: int, n: int, step=None, batch_size: int | None = None, *, run_epoch=None,
+                    end_epoch=None, state=None, ridge: float = 0.0) -> None:
         """The epoch loop shared by the iterative solvers.
 
-        ``run_epoch(progress)`` runs one epoch and leaves ``weights_`` current. After each
-        epoch: metrics and the objective (``history_``), the divergence check, the callback.
+        The loop owns the batch order: each epoch draws a permutation of the ``n`` training
+        points from ``generator_`` and calls ``step(rows)`` for its consecutive slices of
+        ``batch_size`` rows (``rows``: a long tensor on the device; ``step`` returns the
+        batch's squared residual ``||g||^2``), then ``end_epoch()`` (EigenPro 4 projects
+        there), so that after each epoch ``weights_`` is current. Whole-epoch solvers (full
+        gradient descent) pass ``run_epoch(progress)`` instead of ``step``; they are
+        checkpointed at epoch ends. After each epoch:
+        metrics and the objective (``history_``), the divergence check, the callback.
+
+        ``state`` (``state_dict()`` / ``load_state_dict()``; default: ``weights_``) is the
+        iteration state a checkpoint (:mod:`kops.solvers.checkpoint`) saves with the loop's
+        position: the epoch, the batch, the generator's state at the start of the epoch (it
+        redraws the epoch's order on resume) and its current state.
+
         The objective is ``1/2 mean_i (f(x_i) - y_i)^2 + r / (2 n) alpha^T K(Z, Z) alpha``
         (summed over outputs; the mean over the metrics subset), i.e. ``L(alpha) / n``. When it
         is not finite, or larger than ``DIVERGENCE_FACTOR`` times its best value so far (and
@@ -243,8 +260,12 @@ class KernelModel(_Base):
         rounding), the weights of the last good epoch are restored and DivergenceError is
         raised.
         """
+        from .checkpoint import LoopPosition, WeightsState
+
         name = type(self).__name__
         self._ridge, self._n = ridge, n
+        gen = self.generator_
+        state = WeightsState(self) if state is None else state
         good = self.weights_.clone()
         # The fit starts from the zero model: its objective is the first "best", so a first
         # epoch that makes the model worse than predicting 0 is divergence too. Growth below
@@ -252,13 +273,43 @@ class KernelModel(_Base):
         Ye = self._eval[1]
         best = 0.5 * float(Ye.square().sum(1).mean()) if not bool(good.any()) else float("inf")
         floor = (best if math.isfinite(best) else 0.0) * 1e3 * torch.finfo(Ye.dtype).eps
-        for epoch in range(1, epochs + 1):
+        position = LoopPosition(best=best)
+        checkpointer = getattr(self, "_checkpointer", None)
+        if checkpointer is not None:
+            position = checkpointer.start(self, state, good)
+        make_progress = getattr(self, "_progress_factory", None) or Progress
+        for epoch in range(position.epoch, epochs + 1):
+            first = 0
+            if run_epoch is not None:  # a whole-epoch solver (full gradient): no batch order
+                epoch_rng = perm = None
+            elif position.epoch_rng is not None:  # resumed mid-epoch: redraw the epoch's order
+                current = gen.get_state()
+                epoch_rng = position.epoch_rng
+                gen.set_state(epoch_rng)
+                perm = torch.randperm(n, generator=gen).to(self.device_)
+                gen.set_state(current)
+                first, position.epoch_rng = position.batch, None
+            else:
+                epoch_rng = gen.get_state()
+                perm = torch.randperm(n, generator=gen).to(self.device_)
             t0 = time.perf_counter()
-            progress = Progress(n, f"{name} epoch {epoch}", bool(getattr(self, "verbose", 0)))
-            run_epoch(progress)
+            progress = make_progress(n, f"{name} epoch {epoch}", bool(getattr(self, "verbose", 0)))
+            if run_epoch is not None:
+                run_epoch(progress)
+            done = min(n, first * batch_size) if run_epoch is None else n
+            for i in range(first, 0 if run_epoch is not None else -(-n // batch_size)):
+                rows = perm[i * batch_size : (i + 1) * batch_size]
+                residual = step(rows)
+                done += rows.shape[0]
+                progress.update(done, residual)
+                if checkpointer is not None:
+                    checkpointer.after_batch(self, state, good, LoopPosition(epoch, i + 1, epoch_rng, position.best))
+            if end_epoch is not None:
+                end_epoch()
             progress.close()
             stop = self._end_epoch(epoch, time.perf_counter() - t0, check=False)
             objective = self.history_[-1]["objective"]
+            best = position.best
             if not math.isfinite(objective) or objective > max(DIVERGENCE_FACTOR * best, floor):
                 self.weights_.copy_(good)
                 kept = f"epoch {epoch - 1}" if epoch > 1 else "the initial (zero) model"
@@ -267,10 +318,19 @@ class KernelModel(_Base):
                     f"The weights of {kept} are kept. Pass a smaller batch_size, or a smaller "
                     "projection_tol (EigenPro 3 / 4), or check the data for outliers and the bandwidth")
             if objective <= best:
-                best = objective
+                position.best = objective
             good.copy_(self.weights_)
-            if stop or self._callback(self.history_[-1]):
+            stop = stop or self._callback(self.history_[-1])
+            if checkpointer is not None and run_epoch is not None:  # an epoch is its one "batch"
+                checkpointer.after_batch(self, state, good, LoopPosition(epochs + 1 if stop else epoch + 1, 0, None,
+                                                                         position.best))
+            elif checkpointer is not None:
+                checkpointer.after_epoch(self, state, good, LoopPosition(epochs + 1 if stop else epoch + 1, 0, None,
+                                                                         position.best))
+            if stop:
                 break
+        if checkpointer is not None:
+            checkpointer.finish(self, state, good, LoopPosition(epochs + 1, 0, None, position.best))
 
     def _callback(self, record) -> bool:
         callback = getattr(self, "callback", None)
@@ -316,6 +376,14 @@ class KernelModel(_Base):
         a = self.weights_
         Z = self.centers_.to(a.dtype)  # ExactKernelRidge keeps float64 weights whatever the dtype
         return 0.5 * ridge / self._n * float((a * kmv(Z, Z, a, self.kernel_)).sum())
+
+    # ------------------------------------------------------------------- model files
+    def save(self, path) -> None:
+        """Write the fitted model to ``path`` (safetensors with a JSON header; see
+        :mod:`kops.serialization`); :func:`kops.load` reads it back."""
+        from ..serialization import save_model
+
+        save_model(self, path)
 
     # ---------------------------------------------------------------------- predict
     def _check_fitted(self):

@@ -23,7 +23,7 @@ from ..config import get_memory_budget
 from ._sampling import nystrom_sample
 from ._validation import check_epochs, check_ridge
 from .base import KernelModel
-from .iterations import eigenpro2_epoch
+from .iterations import eigenpro2_step
 from .preconditioner import NystromPreconditioner
 from .stepsize import DIAG_ROWS, batch_size_for, measured_step
 
@@ -123,7 +123,6 @@ class EigenPro2(KernelModel):
         ridge = self._uniform_weight_ridge(check_ridge(self.ridge))
         idx, P, m, eta = self._setup_eigenpro2(X, Y, ridge)
         n, c = X.shape[0], Y.shape[1]
-        gen = self.generator_
         warm = self._warm_start_weights(X, Y)
         if warm is not None and not (warm[0].shape == X.shape and torch.equal(warm[0], X)):
             raise ValueError("warm_start: EigenPro2's centers are its training points, so a warm start needs the "
@@ -131,10 +130,10 @@ class EigenPro2(KernelModel):
         self.centers_ = X
         self.weights_ = torch.zeros(n, c, dtype=X.dtype, device=X.device) if warm is None else warm[1]
 
-        def run_epoch(progress):
-            eigenpro2_epoch(X, Y, self.weights_, P, idx, m, eta, gen, ridge=ridge, progress=progress)
+        def step(rows):
+            return eigenpro2_step(X, Y, self.weights_, P, idx, rows, eta, ridge=ridge)
 
-        self._run_epochs(epochs, n, run_epoch, ridge)
+        self._run_epochs(epochs, n, step, m, ridge=ridge)
         return self
 
     def _setup_eigenpro2(self, X, Y, ridge):

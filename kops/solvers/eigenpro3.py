@@ -21,7 +21,6 @@ from __future__ import annotations
 import torch
 
 from ..config import get_memory_budget
-from ._sampling import batches
 from ._validation import check_epochs, check_ridge
 from .iterations import FullGradientDescent, projected_step, reuse_kernel_block
 from .projection import ProjectedEigenPro
@@ -103,7 +102,7 @@ class EigenPro3(ProjectedEigenPro):
         ridge = self._uniform_weight_ridge(check_ridge(self.ridge))
         Z, corr, projector, m = self._setup_projected(X, Y, ridge)
         n, p, c = X.shape[0], Z.shape[0], Y.shape[1]
-        eta, gen = self.step_size_, self.generator_
+        eta = self.step_size_
         del self._probe
         tile_budget = get_memory_budget(self.device_) // 4
         form = reuse_kernel_block(m, p, X.shape[1], X.element_size(), tile_budget, X.device)
@@ -116,20 +115,16 @@ class EigenPro3(ProjectedEigenPro):
             if warm is not None:
                 descent.alpha.copy_(warm)
             self.weights_ = descent.alpha
-            self._run_epochs(epochs, n, lambda progress: descent.epoch(X, Y, progress), ridge)
+            self._run_epochs(epochs, n, run_epoch=lambda progress: descent.epoch(X, Y, progress), state=descent,
+                             ridge=ridge)
             return self
         self.weights_ = alpha = torch.zeros(p, c, dtype=X.dtype, device=X.device)
         if warm is not None:
             alpha.copy_(warm)
 
-        def run_epoch(progress):
-            perm = torch.randperm(n, generator=gen).to(X.device)
-            done = 0
-            for b in batches(perm, m):
-                projected_step(Z, alpha, corr, projector, X[b], Y[b], eta, ridge=ridge, n=n, kernel=self.kernel_,
-                               form=form, budget=tile_budget)
-                done += b.shape[0]
-                progress.update(done)
+        def step(rows):
+            return projected_step(Z, alpha, corr, projector, X[rows], Y[rows], eta, ridge=ridge, n=n,
+                                  kernel=self.kernel_, form=form, budget=tile_budget)
 
-        self._run_epochs(epochs, n, run_epoch, ridge)
+        self._run_epochs(epochs, n, step, m, ridge=ridge)
         return self

@@ -39,10 +39,7 @@ every T batches.
 """
 from __future__ import annotations
 
-import torch
-
 from ..config import get_memory_budget
-from ._sampling import batches
 from ._validation import check_epochs, check_ridge
 from .iterations import DelayedProjection, FullGradientDescent, reuse_kernel_block
 from .projection import ProjectedEigenPro
@@ -172,20 +169,17 @@ class EigenPro4(ProjectedEigenPro):
             if state.f_rows is not None:
                 state.f_rows.copy_(projector.rows(corr.rows, state.alpha))
         del self._warm_weights
-        gen = self.generator_
 
-        def run_epoch(progress):
-            perm = torch.randperm(n, generator=gen).to(X.device)
-            done = 0
-            for b in batches(perm, m):
-                state.step(X[b], Y[b])
-                done += b.shape[0]
-                progress.update(done)
+        def step(rows):
+            return state.step(X[rows], Y[rows])
+
+        def end_epoch():
             state.project()  # every epoch ends with the model on the centers only
             self.n_projections_ = state.n_projections
 
         self.n_projections_ = 0
-        self._run_epochs(epochs, n, run_epoch, ridge)
+        self._run_epochs(epochs, n, step, m, end_epoch=end_epoch, state=state, ridge=ridge)
+        self.n_projections_ = state.n_projections
         return self
 
     def _fit_full_gradient(self, X, Y, Z, corr, projector, m, ridge, epochs, tile_budget):
@@ -200,7 +194,7 @@ class EigenPro4(ProjectedEigenPro):
 
         def run_epoch(progress):
             descent.epoch(X, Y, progress)
-            self.n_projections_ += 1
 
-        self._run_epochs(epochs, X.shape[0], run_epoch, ridge)
+        self._run_epochs(epochs, X.shape[0], run_epoch=run_epoch, state=descent, ridge=ridge)
+        self.n_projections_ = len(self.history_)  # one projection per epoch
         return self

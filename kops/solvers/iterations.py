@@ -28,8 +28,8 @@ import torch
 from ..ops import kernel_matrix, kmv
 from ._sampling import batches
 
-__all__ = ["eigenpro2_epoch", "batch_gradient", "projected_update", "projected_step", "FullGradientDescent",
-           "DelayedProjection", "reuse_kernel_block", "BALANCE"]
+__all__ = ["eigenpro2_step", "eigenpro2_epoch", "batch_gradient", "projected_update", "projected_step",
+           "FullGradientDescent", "DelayedProjection", "reuse_kernel_block", "BALANCE"]
 
 #: flops per byte of memory traffic at which a device is balanced (GEMM rate / bandwidth)
 BALANCE = {"cpu": 10.0, "cuda": 20.0}
@@ -53,11 +53,29 @@ def reuse_kernel_block(m: int, cols: int, d: int, element_size: int, budget: int
     return 2 * d + 20 > 3 * element_size * balance
 
 
+def eigenpro2_step(x, targets, weights, precond, nystrom_idx, b, eta, *, ridge=0.0, kernel=None) -> float:
+    """One EigenPro 2 batch on the rows ``b`` (a long tensor on x's device), in place on ``weights``.
+
+    ``g = K(x_B, x) w + ridge w_B - t_B``; ``w[B] -= eta g``; ``w[S] += eta E D E^T K(x_S, x_B) g``
+    (see :func:`eigenpro2_epoch`). Returns ``||g||^2``.
+    """
+    kernel = precond.kernel if kernel is None else kernel
+    xb = x[b]
+    g = kmv(xb, x, weights, kernel)
+    g -= targets[b]
+    if ridge:
+        g += ridge * weights[b]
+    corr = precond.correction(xb, g)
+    weights.index_add_(0, b, g, alpha=-eta)
+    weights.index_add_(0, nystrom_idx, corr, alpha=eta)
+    return float(g.square().sum())
+
+
 def eigenpro2_epoch(x, targets, weights, precond, nystrom_idx, batch_size, eta, generator, *,
                     ridge=0.0, kernel=None, progress=None) -> float:
     """One EigenPro 2 epoch on ``(K(x, x) + ridge I) weights = targets``, in place on ``weights``.
 
-    Each batch B::
+    Each batch B (:func:`eigenpro2_step`)::
 
         g         = K(x_B, x) w + ridge w_B - t_B        # one fused product, m x c
         w[B]     -= eta g
@@ -83,20 +101,11 @@ def eigenpro2_epoch(x, targets, weights, precond, nystrom_idx, batch_size, eta, 
     float
         ``sum_B ||g_B||^2``: the squared residual met during the epoch.
     """
-    kernel = precond.kernel if kernel is None else kernel
     n = x.shape[0]
     perm = torch.randperm(n, generator=generator).to(x.device)
     done, seen = 0, 0.0
     for b in batches(perm, batch_size):
-        xb = x[b]
-        g = kmv(xb, x, weights, kernel)
-        g -= targets[b]
-        if ridge:
-            g += ridge * weights[b]
-        seen += float(g.square().sum())
-        corr = precond.correction(xb, g)
-        weights.index_add_(0, b, g, alpha=-eta)
-        weights.index_add_(0, nystrom_idx, corr, alpha=eta)
+        seen += eigenpro2_step(x, targets, weights, precond, nystrom_idx, b, eta, ridge=ridge, kernel=kernel)
         done += b.shape[0]
         if progress is not None:
             progress.update(done)
@@ -257,6 +266,26 @@ class FullGradientDescent:
         alpha.sub_(self.d, alpha=self.step)
         return seen
 
+    def state_dict(self) -> dict:
+        """The iteration state: ``alpha``, the last direction ``d`` and the step (checkpoints)."""
+        state = {"alpha": self.alpha.detach().cpu().clone(), "step": self.step, "steps": list(self.steps_)}
+        if self.d is not None:
+            state["d"] = self.d.detach().cpu().clone()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict`'s output in place (shapes are checked)."""
+        for name in ("alpha", "d"):
+            src = state.get(name)
+            if name == "d" and src is None:
+                continue
+            if src is None or tuple(src.shape) != tuple(self.alpha.shape):
+                raise ValueError(f"saved full-gradient state {name!r} has shape "
+                                 f"{None if src is None else tuple(src.shape)}, expected {tuple(self.alpha.shape)}")
+        self.alpha.copy_(state["alpha"])
+        self.d = state["d"].to(self.alpha.device) if state.get("d") is not None else None
+        self.step, self.steps_ = float(state["step"]), list(state["steps"])
+
 
 class DelayedProjection:
     """EigenPro 4's state: the model on the centers plus a pending part, projected every T batches.
@@ -372,3 +401,35 @@ class DelayedProjection:
         self.n_projections += 1
         if self.ridge:
             self.f_rows.copy_(self.projector.rows(self.corr.rows, self.alpha))
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict:
+        """The iteration state (tensors cloned to the CPU, counters as ints): the live
+        prefix of the point and weight buffers, the cached predictions ``h``, the pending
+        corrections ``a_c`` and, with a ridge, ``f_rows``. The centers and the
+        preconditioner are not part of it (they are fixed during the fit)."""
+        end = self.end
+        state = {"pending_points": self.pts[self.p : end], "weights": self.wts[:end], "h": self.h, "a_c": self.a_c}
+        if self.f_rows is not None:
+            state["f_rows"] = self.f_rows
+        state = {k: v.detach().cpu().clone() for k, v in state.items()}
+        state.update(end=end, pending=self.pending, n_projections=self.n_projections)
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict`'s output in place (shapes are checked)."""
+        end = int(state["end"])
+        if not self.p <= end <= self.pts.shape[0]:
+            raise ValueError(f"the saved pending buffer ends at row {end}, outside this solver's buffer "
+                             f"(rows {self.p} to {self.pts.shape[0]})")
+        targets = {"pending_points": self.pts[self.p : end], "weights": self.wts[:end], "h": self.h, "a_c": self.a_c}
+        if self.f_rows is not None:
+            targets["f_rows"] = self.f_rows
+        for name, dst in targets.items():
+            src = state.get(name)
+            if src is None or tuple(src.shape) != tuple(dst.shape):
+                got = None if src is None else tuple(src.shape)
+                raise ValueError(f"saved EigenPro 4 state {name!r} has shape {got}, expected {tuple(dst.shape)}")
+            dst.copy_(src)
+        self.wts[end:].zero_()
+        self.end, self.pending, self.n_projections = end, int(state["pending"]), int(state["n_projections"])
