@@ -35,6 +35,8 @@ constexpr int64_t kBlockGroups = 8;
 // thread; the block x tile buffer, 192 KiB, still fits L2).
 constexpr int64_t kLargeDBlockGroups = 32;
 constexpr int64_t kLargeD = 256;
+// Tasks per thread the forward aims at (see kmv_accumulate_impl).
+constexpr int64_t kTasksPerThread = 16;
 constexpr int64_t kTileBytes = 1024;  // tile width in bytes of one row: 256 floats, 128 doubles
 // Gradient: larger blocks (96 rows: the inner dimension of the q^T @ xs product).
 constexpr int64_t kGradBlockGroups = 16;
@@ -138,13 +140,14 @@ void round_tensor(at::Tensor& t, int rounding) {  // contiguous t, in place
   });
 }
 
-// (a - center) * scale, rows packed as groups of `w` rows, each group a d x w block (zero
+// (a - center) * scale, rows packed as groups of `w` rows in chunks of kc features (the
+// layout of kmv_kernels.h: chunk k0, group g is a len x w block at k0*groups*w + g*len*w; zero
 // padding past the last row), and the squared norms of the scaled rows (padded with 0) when
 // `norms` is defined: one pass over `a`, whatever its strides. Same operation order as
 // the torch reference's (a - center) * scale, so the scaled values are identical.
 template <typename T>
 void pack_scaled(const at::Tensor& a, const at::Tensor& center, double scale, int64_t w,
-                 int rounding, at::Tensor& packed, at::Tensor* norms) {
+                 int64_t kc, int rounding, at::Tensor& packed, at::Tensor* norms) {
   const int64_t r = a.size(0), d = a.size(1);
   const int64_t groups = ceil_div(r, w);
   packed = at::empty({groups, d, w}, a.options());
@@ -158,19 +161,22 @@ void pack_scaled(const at::Tensor& a, const at::Tensor& center, double scale, in
   const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(1, d * w));
   at::parallel_for(0, groups, grain, [&](int64_t g0, int64_t g1) {
     for (int64_t g = g0; g < g1; ++g) {
-      T* blk = dst + g * d * w;
       for (int64_t q = 0; q < w; ++q) {
         const int64_t i = g * w + q;
         T sum = T(0);
-        if (i < r) {
-          const T* row = src + i * s0;
-          for (int64_t k = 0; k < d; ++k) {
-            const T val = round_operand<T>((row[k * s1] - c[k]) * sc, rounding);
-            blk[k * w + q] = val;
-            sum += val * val;
+        const T* row = src + i * s0;
+        for (int64_t k0 = 0; k0 < d; k0 += kc) {
+          const int64_t len = std::min(kc, d - k0);
+          T* blk = dst + k0 * groups * w + g * len * w + q;
+          if (i < r) {
+            for (int64_t k = 0; k < len; ++k) {
+              const T val = round_operand<T>((row[(k0 + k) * s1] - c[k0 + k]) * sc, rounding);
+              blk[k * w] = val;
+              sum += val * val;
+            }
+          } else {
+            for (int64_t k = 0; k < len; ++k) blk[k * w] = T(0);
           }
-        } else {
-          for (int64_t k = 0; k < d; ++k) blk[k * w + q] = T(0);
         }
         if (nrm != nullptr) nrm[i] = sum;
       }
@@ -206,15 +212,17 @@ struct Prepared {
   at::Tensor xp, zp;      // packed
   at::Tensor xn, zn;      // padded squared norms (GEMM-trick mode)
   at::Tensor vt;          // c x m_pad
-  int64_t groups = 0, panels = 0, nr = 0;
+  int64_t groups = 0, panels = 0, nr = 0, kc = 0;
   bool direct = false, same = false;
 };
 
 // `rows`: also keep the scaled rows xs, zs (row-major) for the gradient's products.
+// nr, kc: the panel width and the features per chunk of the packed layouts (IsaTable).
 template <typename T>
 Prepared prepare(const at::Tensor& x, const at::Tensor& z, const at::Tensor& v, double scale,
-                 int nr, bool rows, int rounding, bool round_v) {
+                 int nr, int64_t kc, bool rows, int rounding, bool round_v) {
   Prepared p;
+  p.kc = kc;
   p.same = same_points(x, z);
   p.direct = x.size(1) <= kDirectMaxD;
   p.nr = nr;
@@ -228,8 +236,8 @@ Prepared prepare(const at::Tensor& x, const at::Tensor& z, const at::Tensor& v, 
       at::where(at::isfinite(z), z, at::zeros({}, z.options())).mean(0).contiguous();
   at::Tensor* xn = p.direct ? nullptr : &p.xn;
   at::Tensor* zn = p.direct ? nullptr : &p.zn;
-  pack_scaled<T>(x, center, scale, kMR, rounding, p.xp, xn);
-  pack_scaled<T>(z, center, scale, nr, rounding, p.zp, zn);
+  pack_scaled<T>(x, center, scale, kMR, kc, rounding, p.xp, xn);
+  pack_scaled<T>(z, center, scale, nr, kc, rounding, p.zp, zn);
   if (rows) {
     p.xs = (x - center).mul_(scale).contiguous();
     round_tensor<T>(p.xs, rounding);
@@ -257,6 +265,9 @@ TileArgs<T> tile_args(const Prepared& p, int kernel, int64_t n, int64_t m, int64
   a.d = d;
   a.c = c;
   a.m_pad = p.panels * p.nr;
+  a.kc = p.kc;
+  a.groups = p.groups;
+  a.panels = p.panels;
   a.kernel = kernel;
   a.direct = p.direct;
   a.same = p.same;
@@ -283,8 +294,10 @@ void kmv_accumulate_impl(at::Tensor& out, const at::Tensor& x, const at::Tensor&
   const IsaTable* table = bf16 != nullptr ? bf16->table : selected_isa();
   const int nr = sizeof(T) == 4 ? table->nr_f32 : table->nr_f64;
   const int64_t n = x.size(0), m = z.size(0), d = x.size(1), c = v.size(1);
+  // the bf16 kernels read the plain layout (one chunk), which pack_pairs converts
+  const int64_t kc = bf16 != nullptr ? d : (sizeof(T) == 4 ? table->kc_f32 : table->kc_f64);
   // precision modes: the operands of both products (scaled x and z, K, V) are rounded
-  const Prepared p = prepare<T>(x, z, v, k.scale, nr, false, rounding, true);
+  const Prepared p = prepare<T>(x, z, v, k.scale, nr, kc, false, rounding, true);
   TileArgs<T> a = tile_args<T>(p, k.id, n, m, d, c);
   a.rounding = rounding;
   a.tile_panels = std::max<int64_t>(1, kTileBytes / static_cast<int64_t>(sizeof(T)) / nr);
@@ -303,15 +316,17 @@ void kmv_accumulate_impl(at::Tensor& out, const at::Tensor& x, const at::Tensor&
                    reinterpret_cast<float*>(acc), reinterpret_cast<float*>(work));
   };
 
-  // Row blocks, and (only when there are too few of them to feed every thread) a split of
-  // Z into parts whose partial products are summed afterwards.
+  // Row blocks, and (when there are too few of them for an even share per thread) a split
+  // of Z into parts whose partial products are summed afterwards. With dynamic scheduling a
+  // thread waits at most about one task at the end: kTasksPerThread tasks per thread keep
+  // that under ~3% (21 blocks of 192 rows on 2 threads lost 5% at n = 4000, d >= 256).
   const int64_t block_groups = d >= kLargeD ? kLargeDBlockGroups : kBlockGroups;
   const int64_t blocks = ceil_div(p.groups, block_groups);
   const int64_t threads = at::get_num_threads();
   int64_t splits = 1;
-  if (threads > 1 && blocks < 4 * threads) {
+  if (threads > 1 && blocks < kTasksPerThread * threads) {
     const int64_t tiles = ceil_div(p.panels, a.tile_panels);
-    splits = std::max<int64_t>(1, std::min<int64_t>(ceil_div(4 * threads, blocks), tiles));
+    splits = std::max<int64_t>(1, std::min<int64_t>(ceil_div(kTasksPerThread * threads, blocks), tiles));
   }
   at::Tensor partial;
   if (splits > 1) partial = at::zeros({splits, n, c}, out.options());
@@ -381,7 +396,8 @@ std::tuple<at::Tensor, at::Tensor> kmv_grad_impl(const at::Tensor& x, const at::
   const int64_t width = sizeof(T) == 4 ? table->width_f32 : table->width_f32 / 2;
   const int64_t n = x.size(0), m = z.size(0), d = x.size(1), c = v.size(1);
   // precision modes: as the reference, only the scaled x and z are rounded here
-  const Prepared p = prepare<T>(x, z, v, k.scale, nr, true, rounding, false);
+  const Prepared p = prepare<T>(x, z, v, k.scale, nr, sizeof(T) == 4 ? table->kc_f32 : table->kc_f64,
+                                true, rounding, false);
   const at::Tensor g = pad_rows(grad_out, p.groups * kMR);
   const int64_t dp = ceil_div(d, width) * width;
   const int64_t n_pad = p.groups * kMR, m_pad = p.panels * nr;
@@ -482,7 +498,8 @@ at::Tensor kernel_matrix_impl(const at::Tensor& x, const at::Tensor& z, const Ke
   const int nr = sizeof(T) == 4 ? table->nr_f32 : table->nr_f64;
   const int64_t n = x.size(0), m = z.size(0), d = x.size(1);
   const at::Tensor no_v = at::zeros({m, 1}, x.options());
-  const Prepared p = prepare<T>(x, z, no_v, k.scale, nr, false, rounding, false);
+  const Prepared p = prepare<T>(x, z, no_v, k.scale, nr,
+                                sizeof(T) == 4 ? table->kc_f32 : table->kc_f64, false, rounding, false);
   TileArgs<T> a = tile_args<T>(p, k.id, n, m, d, 1);
   a.tile_panels = std::max<int64_t>(1, kTileBytes / static_cast<int64_t>(sizeof(T)) / nr);
   auto fn = sizeof(T) == 4 ? reinterpret_cast<void*>(table->kernel_tile_f32)
