@@ -433,7 +433,9 @@ inline const IsaTable* make_table(const char* name) {
                                  &fma_chains<double>,
                                  Ops<float>::W,
                                  &grad_products<float>,
-                                 &grad_products<double>};
+                                 &grad_products<double>,
+                                 &grad_products_small<float>,
+                                 &grad_products_small<double>};
   return &table;
 }
 

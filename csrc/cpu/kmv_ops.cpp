@@ -41,6 +41,14 @@ constexpr int64_t kTileBytes = 1024;  // tile width in bytes of one row: 256 flo
 // Gradient: larger blocks (96 rows: the inner dimension of the q^T @ xs product).
 constexpr int64_t kGradBlockGroups = 16;
 constexpr int64_t kGradTileCols = 512;
+// Up to this d the gradient's two products run as one pass over q (grad_products_small),
+// with d rounded up to one of the template sizes below.
+constexpr int64_t kSmallGradD = 16;
+int64_t small_grad_width(int64_t d) {
+  for (int64_t w : {1, 2, 3, 4, 6, 8, 12, 16})
+    if (d <= w && d <= kSmallGradD) return w;
+  return 0;
+}
 
 // Float32 packed blocks (groups x d x w, kmv_kernels.h) as bf16 pairs (groups x dh x w words,
 // kmv_avx512bf16.cpp): the values are already rounded to bf16, so the high half of each
@@ -385,7 +393,8 @@ void cpu_kmv_accumulate(at::Tensor out, const at::Tensor& x, const at::Tensor& z
 //   gx = 2 scale (rowsum(q) xs - q zs),  gz = 2 scale (colsum(q) zs - q^T xs).
 // q is formed one block x tile at a time by the tile kernels, and the two products with it
 // by the ISA's product microkernel on the same tile (grad_products), on copies of xs and zs
-// with d padded to the vector width. gx rows belong to one task (unless Z is split for lack
+// with d padded to the vector width; for small d by one pass over q with zs and gz
+// transposed (grad_products_small). gx rows belong to one task (unless Z is split for lack
 // of row blocks: then gx is summed per worker too); gz is summed per worker.
 template <typename T>
 std::tuple<at::Tensor, at::Tensor> kmv_grad_impl(const at::Tensor& x, const at::Tensor& z,
@@ -418,6 +427,20 @@ std::tuple<at::Tensor, at::Tensor> kmv_grad_impl(const at::Tensor& x, const at::
                                 : reinterpret_cast<void*>(table->grad_products_f64);
   auto grad_products = reinterpret_cast<void (*)(const T*, int64_t, int64_t, int64_t, const T*,
                                                  const T*, int64_t, T*, T*)>(prod_fn);
+  auto small_fn = sizeof(T) == 4 ? reinterpret_cast<void*>(table->grad_products_small_f32)
+                                 : reinterpret_cast<void*>(table->grad_products_small_f64);
+  auto grad_products_small =
+      reinterpret_cast<void (*)(const T*, int64_t, int64_t, int64_t, const T*, int64_t, const T*,
+                                int64_t, int64_t, T*, T*, int64_t)>(small_fn);
+  // small d: zs and gz transposed (D x m_pad, zero rows past d), see grad_products_small
+  const int64_t small_d = small_grad_width(d);
+  TORCH_CHECK(small_d <= dp, "kops native CPU kernel: internal error, small gradient width ", small_d,
+              " exceeds the padded d ", dp);
+  at::Tensor zst;
+  if (small_d > 0) {
+    zst = at::zeros({small_d, m_pad}, opts);
+    zst.narrow(0, 0, d).narrow(1, 0, m).copy_(p.zs.t());
+  }
 
   const int64_t blocks = ceil_div(p.groups, kGradBlockGroups);
   // Too few row blocks to feed every thread: split Z as well, with per-worker gx sums.
@@ -429,7 +452,8 @@ std::tuple<at::Tensor, at::Tensor> kmv_grad_impl(const at::Tensor& x, const at::
   const int64_t ntasks = blocks * splits;
   const int64_t workers = std::max<int64_t>(1, std::min<int64_t>(threads, ntasks));
   // per-worker sums: gz (m_pad x dp), colsum(q) (m_pad), gx (n_pad x dp) when Z is split
-  at::Tensor gz_parts = at::zeros({workers, m_pad, dp}, opts);
+  at::Tensor gz_parts = small_d > 0 ? at::zeros({workers, small_d, m_pad}, opts)
+                                    : at::zeros({workers, m_pad, dp}, opts);
   at::Tensor cs_parts = at::zeros({workers, m_pad}, opts);
   at::Tensor gx_parts = at::zeros({splits > 1 ? workers : 1, n_pad, dp}, opts);
   at::Tensor rs_all = at::zeros({splits > 1 ? workers : 1, n_pad}, opts);
@@ -455,8 +479,12 @@ std::tuple<at::Tensor, at::Tensor> kmv_grad_impl(const at::Tensor& x, const at::
         const int64_t t1 = std::min(t0 + tile_panels, p_hi);
         const int64_t j0 = t0 * nr, cols = (t1 - t0) * nr;
         grad_tile(a, g0, g1, t0, t1, q.data_ptr<T>(), ldq, rs_w + r0, cs_w + j0);
-        grad_products(q.data_ptr<T>(), ldq, rows, cols, xs_ptr + r0 * dp, zs_ptr + j0 * dp, dp,
-                      gx_w + r0 * dp, gz_w + j0 * dp);
+        if (small_d > 0)
+          grad_products_small(q.data_ptr<T>(), ldq, rows, cols, xs_ptr + r0 * dp, dp,
+                              zst.data_ptr<T>() + j0, m_pad, small_d, gx_w + r0 * dp, gz_w + j0, m_pad);
+        else
+          grad_products(q.data_ptr<T>(), ldq, rows, cols, xs_ptr + r0 * dp, zs_ptr + j0 * dp, dp,
+                        gx_w + r0 * dp, gz_w + j0 * dp);
       }
     }
   });
@@ -464,7 +492,8 @@ std::tuple<at::Tensor, at::Tensor> kmv_grad_impl(const at::Tensor& x, const at::
   at::Tensor gx = gx_parts.sum(0).narrow(0, 0, n).narrow(1, 0, d);
   gx.addcmul_(rs_all.sum(0).narrow(0, 0, n).unsqueeze(1), p.xs);
   gx.mul_(factor);
-  at::Tensor gz = gz_parts.sum(0).narrow(0, 0, m).narrow(1, 0, d);
+  at::Tensor gz = small_d > 0 ? gz_parts.sum(0).narrow(0, 0, d).t().narrow(0, 0, m)
+                              : gz_parts.sum(0).narrow(0, 0, m).narrow(1, 0, d);
   gz.addcmul_(cs_parts.sum(0).narrow(0, 0, m).unsqueeze(1), p.zs);
   gz.mul_(factor);
   return {gx.contiguous(), gz.contiguous()};
