@@ -331,6 +331,30 @@ def test_crossover_override_and_cache(monkeypatch, tmp_path):
     assert _cpu.preferred(_case(d=16)) and not _cpu.preferred(_case(d=1024))
 
 
+def test_crossover_of_older_kernels_is_measured_again(monkeypatch, tmp_path):
+    from kops.backends import cpu_crossover
+
+    monkeypatch.setenv("KOPS_CPU_NATIVE", "measure")
+    monkeypatch.setenv("KOPS_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(cpu_crossover, "_cached", None)
+    key = cpu_crossover._key()
+    revision = f"-r{cpu_crossover.KERNEL_REVISION}-"
+    assert revision in key
+    # a ratio measured with an older revision of the kernels, stored where this key looks
+    stale = {"key": key.replace(revision, f"-r{cpu_crossover.KERNEL_REVISION - 1}-"),
+             "kmv": {"16": 4.0}, "kmv_grad_xz": {"16": 4.0}}
+    cpu_crossover._cache_file().write_text(__import__("json").dumps(stale))
+    calls = []
+
+    def fresh():
+        calls.append(1)
+        return {"key": key, "kmv": {"16": 0.5}, "kmv_grad_xz": {"16": 0.5}}
+
+    monkeypatch.setattr(cpu_crossover, "calibrate", fresh)
+    assert not _cpu.preferred(_case(d=16)) and calls == [1]
+    assert not _cpu.preferred(_case(d=16)) and calls == [1]  # measured once, then cached
+
+
 def test_auto_runs_the_native_kernel(monkeypatch, generator):
     calls = []
     original = _cpu.kmv

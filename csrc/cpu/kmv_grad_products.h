@@ -99,9 +99,9 @@ inline void small_rows(const T* __restrict q, int64_t ldq, int64_t cols, const T
   using V = typename O::V;
   constexpr int W = O::W;
   V acc[R][D];
-  V xb[R][D];
+  V xb[R][D];  // -xs_ik, so that gzt -= q x is one fused multiply-add
   for (int r = 0; r < R; ++r)
-    for (int k = 0; k < D; ++k) acc[r][k] = O::zero(), xb[r][k] = O::set1(xs[r * dp + k]);
+    for (int k = 0; k < D; ++k) acc[r][k] = O::zero(), xb[r][k] = O::set1(-xs[r * dp + k]);
   for (int64_t j = 0; j < cols; j += W) {
     V qv[R];
     for (int r = 0; r < R; ++r) qv[r] = O::load(q + r * ldq + j);
@@ -110,7 +110,7 @@ inline void small_rows(const T* __restrict q, int64_t ldq, int64_t cols, const T
       V g = O::load(gzt + k * ldg + j);
       for (int r = 0; r < R; ++r) {
         acc[r][k] = O::fmadd(qv[r], zv, acc[r][k]);
-        g = O::sub(g, O::mul(qv[r], xb[r][k]));
+        g = O::fmadd(qv[r], xb[r][k], g);
       }
       O::store(gzt + k * ldg + j, g);
     }
