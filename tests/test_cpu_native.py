@@ -236,6 +236,23 @@ def test_gradients_match_float64_reference(n, m, d, c, dtype, isa, generator):
             assert err < tol, f"{kernel} grad {name}: relative error {err:.2e}"
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("d", [2, 5, 6, 7, 11, 16, 17])
+def test_small_d_gradients_match_float64_reference(d, dtype, isa, generator):
+    # every width of the one-pass small-d products (d rounded up to 1, 2, 3, 4, 6, 8, 12, 16)
+    # and the first d past them, with an odd row count (the single-row pass) and m not a
+    # multiple of the panel width
+    x, z, v, bw = random_problem(45, 83, d, 2, dtype=dtype, generator=generator)
+    g = torch.randn(45, 2, generator=generator, dtype=dtype)
+    tol = 1e-4 if dtype == torch.float32 else 1e-9
+    for kernel in KERNELS:
+        gx, gz = torch.ops.kops.kmv_grad_xz(x, z, v, g, kernel, bw, "ieee", "cpu")
+        want_x, want_z, _ = reference_kmv_grads(x, z, v, g, kernel, bw)
+        for got, want, name in ((gx, want_x, "x"), (gz, want_z, "z")):
+            err = (got.double() - want).norm() / want.norm()
+            assert err < tol, f"{kernel} d={d} grad {name}: relative error {err:.2e}"
+
+
 @pytest.mark.parametrize("kernel", KERNELS)
 def test_gradients_agree_with_torch_backend_at_coincident_points(kernel, generator):
     # x is z, and z repeats rows of x: the Laplacian's subgradient 0 and the noise floor
@@ -312,6 +329,30 @@ def test_crossover_override_and_cache(monkeypatch, tmp_path):
     cpu_crossover._cache_file().write_text(__import__("json").dumps(fake))
     monkeypatch.setattr(cpu_crossover, "calibrate", lambda: pytest.fail("measured despite the cache"))
     assert _cpu.preferred(_case(d=16)) and not _cpu.preferred(_case(d=1024))
+
+
+def test_crossover_of_older_kernels_is_measured_again(monkeypatch, tmp_path):
+    from kops.backends import cpu_crossover
+
+    monkeypatch.setenv("KOPS_CPU_NATIVE", "measure")
+    monkeypatch.setenv("KOPS_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(cpu_crossover, "_cached", None)
+    key = cpu_crossover._key()
+    revision = f"-r{cpu_crossover.KERNEL_REVISION}-"
+    assert revision in key
+    # a ratio measured with an older revision of the kernels, stored where this key looks
+    stale = {"key": key.replace(revision, f"-r{cpu_crossover.KERNEL_REVISION - 1}-"),
+             "kmv": {"16": 4.0}, "kmv_grad_xz": {"16": 4.0}}
+    cpu_crossover._cache_file().write_text(__import__("json").dumps(stale))
+    calls = []
+
+    def fresh():
+        calls.append(1)
+        return {"key": key, "kmv": {"16": 0.5}, "kmv_grad_xz": {"16": 0.5}}
+
+    monkeypatch.setattr(cpu_crossover, "calibrate", fresh)
+    assert not _cpu.preferred(_case(d=16)) and calls == [1]
+    assert not _cpu.preferred(_case(d=16)) and calls == [1]  # measured once, then cached
 
 
 def test_auto_runs_the_native_kernel(monkeypatch, generator):

@@ -75,6 +75,75 @@ void sub_product(const T* a, int64_t ars, int64_t aks, int64_t rows, int64_t K, 
 template <typename T>
 void grad_products(const T* q, int64_t ldq, int64_t rows, int64_t cols, const T* xs, const T* zs,
                    int64_t dp, T* gx, T* gz) {
-  sub_product<T>(q, ldq, 1, rows, cols, zs, dp, gx);  // A(r, k) = q[r, k]
+  // A(r, k) = q[r, k], in chunks of kQC columns of q: zs's chunk (kQC x kNV vectors, 32 KiB
+  // with float32) then stays in L1 while the block's row groups sweep it
+  constexpr int64_t kQC = 32768 / (kNV * Ops<T>::W * static_cast<int64_t>(sizeof(T)));
+  for (int64_t k0 = 0; k0 < cols; k0 += kQC)
+    sub_product<T>(q + k0, ldq, 1, rows, cols - k0 < kQC ? cols - k0 : kQC, zs + k0 * dp, dp, gx);
   sub_product<T>(q, 1, ldq, cols, rows, xs, dp, gz);  // A(r, k) = q[k, r]
+}
+
+// Small d (the direct-difference and low-d cases, d <= kSmallGradD of the binding): both
+// products in one pass over the rows of q, vectorised along the tile's columns, where the
+// blocked product above would pad d to a whole vector and spend most of its work on zeros.
+//   gx (rows x dp)     -= q @ zs:   per row, D accumulators over the columns, then a sum
+//   gzt (D x cols, ldg) -= xs^T-weighted q:  gzt[k, j] -= sum_i q_ij xs_ik
+// zst is zs transposed (D x cols, leading dimension ldz), xs row-major with dp >= D columns
+// (zeros past d, as are the rows of zst past d, so D may round d up). R rows of q per pass
+// share one load / store of gzt.
+template <typename T, int D, int R>
+inline void small_rows(const T* __restrict q, int64_t ldq, int64_t cols, const T* __restrict xs,
+                       int64_t dp, const T* __restrict zst, int64_t ldz, T* __restrict gx,
+                       T* __restrict gzt, int64_t ldg) {
+  using O = Ops<T>;
+  using V = typename O::V;
+  constexpr int W = O::W;
+  V acc[R][D];
+  V xb[R][D];  // -xs_ik, so that gzt -= q x is one fused multiply-add
+  for (int r = 0; r < R; ++r)
+    for (int k = 0; k < D; ++k) acc[r][k] = O::zero(), xb[r][k] = O::set1(-xs[r * dp + k]);
+  for (int64_t j = 0; j < cols; j += W) {
+    V qv[R];
+    for (int r = 0; r < R; ++r) qv[r] = O::load(q + r * ldq + j);
+    for (int k = 0; k < D; ++k) {
+      const V zv = O::load(zst + k * ldz + j);
+      V g = O::load(gzt + k * ldg + j);
+      for (int r = 0; r < R; ++r) {
+        acc[r][k] = O::fmadd(qv[r], zv, acc[r][k]);
+        g = O::fmadd(qv[r], xb[r][k], g);
+      }
+      O::store(gzt + k * ldg + j, g);
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int k = 0; k < D; ++k) gx[r * dp + k] -= O::hsum(acc[r][k]);
+}
+
+template <typename T, int D>
+void small_products_d(const T* q, int64_t ldq, int64_t rows, int64_t cols, const T* xs,
+                      int64_t dp, const T* zst, int64_t ldz, T* gx, T* gzt, int64_t ldg) {
+  constexpr int R = D <= 4 ? 2 : 1;  // two rows fit the register file up to D = 4
+  int64_t i = 0;
+  for (; i + R <= rows; i += R)
+    small_rows<T, D, R>(q + i * ldq, ldq, cols, xs + i * dp, dp, zst, ldz, gx + i * dp, gzt, ldg);
+  for (; i < rows; ++i)
+    small_rows<T, D, 1>(q + i * ldq, ldq, cols, xs + i * dp, dp, zst, ldz, gx + i * dp, gzt, ldg);
+}
+
+// D: the template size the binding padded d to (small_grad_width); 0 for any other value.
+template <typename T>
+void grad_products_small(const T* q, int64_t ldq, int64_t rows, int64_t cols, const T* xs,
+                         int64_t dp, const T* zst, int64_t ldz, int64_t D, T* gx, T* gzt,
+                         int64_t ldg) {
+  switch (D) {
+    case 1: return small_products_d<T, 1>(q, ldq, rows, cols, xs, dp, zst, ldz, gx, gzt, ldg);
+    case 2: return small_products_d<T, 2>(q, ldq, rows, cols, xs, dp, zst, ldz, gx, gzt, ldg);
+    case 3: return small_products_d<T, 3>(q, ldq, rows, cols, xs, dp, zst, ldz, gx, gzt, ldg);
+    case 4: return small_products_d<T, 4>(q, ldq, rows, cols, xs, dp, zst, ldz, gx, gzt, ldg);
+    case 6: return small_products_d<T, 6>(q, ldq, rows, cols, xs, dp, zst, ldz, gx, gzt, ldg);
+    case 8: return small_products_d<T, 8>(q, ldq, rows, cols, xs, dp, zst, ldz, gx, gzt, ldg);
+    case 12: return small_products_d<T, 12>(q, ldq, rows, cols, xs, dp, zst, ldz, gx, gzt, ldg);
+    case 16: return small_products_d<T, 16>(q, ldq, rows, cols, xs, dp, zst, ldz, gx, gzt, ldg);
+    default: return;
+  }
 }

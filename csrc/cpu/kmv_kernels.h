@@ -3,9 +3,15 @@
 // ISA translation units need no torch header.
 //
 // Layouts prepared by the binding (T = float or double, the accumulation dtype):
-//   xp  packed scaled X: row group g (rows g*MR .. g*MR+MR-1) is a d x MR block at
-//       xp + g*d*MR, element (k, r) at [k*MR + r]; rows past n are 0.
-//   zp  packed scaled Z: panel p (rows p*NR ..) is a d x NR block at zp + p*d*NR.
+//   xp  packed scaled X in chunks of kc features (the last chunk shorter): chunk k0 holds
+//       features k0 .. k0+len-1 (len = min(kc, d - k0)) of every row group, group after
+//       group; row group g (rows g*MR .. g*MR+MR-1) of chunk k0 is a len x MR block at
+//       xp + k0*groups*MR + g*len*MR, element (k, r) at [(k-k0)*MR + r]; rows past n are 0.
+//       So one chunk of all the groups of a block is contiguous (read as one stream, which
+//       the hardware prefetcher follows) and the chunk a micro-kernel call reads stays in L1.
+//       kc >= d gives the plain layout: group g a d x MR block at xp + g*d*MR.
+//   zp  packed scaled Z, the same chunked layout with panels of NR rows: panel p of chunk k0
+//       at zp + k0*panels*NR + p*len*NR.
 //   xn, zn  squared norms of the scaled rows, padded with 0 (GEMM-trick mode only).
 //   vt  V transposed: c x m_pad, column j of row l at vt[l*m_pad + j], zero past m.
 // Scaled means centred on the mean of z and multiplied by the kernel's scale, so that the
@@ -41,6 +47,8 @@ struct TileArgs {
   bool same = false;    // x and z are the same points: K_ii = f(0) exactly
   int rounding = kIeee;  // rounding of the kernel values before the product with V
   int64_t tile_panels = 16;  // panels of Z per tile (tile width tile_panels * NR)
+  int64_t kc = 1 << 30;      // features per chunk of the packed layouts (see above)
+  int64_t groups = 0, panels = 0;  // row groups of xp, panels of zp
   // gradient only
   const T* g = nullptr;  // grad_out, n x c row-major (contiguous)
   bool noise_floor = false;  // u <= 16 eps (xn_i + zn_j) counts as u = 0 (non-smooth kernels)
@@ -57,6 +65,8 @@ struct IsaTable {
   const char* name;
   int nr_f32;
   int nr_f64;
+  int kc_f32;  // features per chunk of the packed layouts this ISA's kernels expect
+  int kc_f64;
   void (*kmv_rows_f32)(const TileArgs<float>&, int64_t g0, int64_t g1, int64_t p0, int64_t p1,
                        float* acc, float* work);
   void (*kmv_rows_f64)(const TileArgs<double>&, int64_t g0, int64_t g1, int64_t p0, int64_t p1,
@@ -85,6 +95,15 @@ struct IsaTable {
   void (*grad_products_f64)(const double* q, int64_t ldq, int64_t rows, int64_t cols,
                             const double* xs, const double* zs, int64_t dp, double* gx,
                             double* gz);
+  //   grad_products_small: the same two products for small d, with zs transposed (zst,
+  //   D x cols, leading dimension ldz) and gz transposed (gzt, D x cols, leading dimension
+  //   ldg), D = d rounded up to 1, 2, 3, 4, 6, 8, 12 or 16 (kmv_grad_products.h).
+  void (*grad_products_small_f32)(const float* q, int64_t ldq, int64_t rows, int64_t cols,
+                                  const float* xs, int64_t dp, const float* zst, int64_t ldz,
+                                  int64_t D, float* gx, float* gzt, int64_t ldg);
+  void (*grad_products_small_f64)(const double* q, int64_t ldq, int64_t rows, int64_t cols,
+                                  const double* xs, int64_t dp, const double* zst, int64_t ldz,
+                                  int64_t D, double* gx, double* gzt, int64_t ldg);
 };
 
 // Defined in kmv_portable.cpp (always), kmv_avx2.cpp and kmv_avx512.cpp (x86-64 builds with

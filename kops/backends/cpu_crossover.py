@@ -4,7 +4,7 @@ Which backend is faster depends on the machine, not on kops: the native kernels 
 FMA rate of the widest vector ISA they find (AVX-512, AVX2 or portable), the torch reference
 at the rate of the BLAS torch links, which on some CPUs uses narrower vectors than the CPU has
 (MKL on AMD) and on others is the faster of the two at large d. So the rule is measured once
-per machine, ISA, thread count and torch version by a short calibration (both backends on a
+per machine, ISA, kernel revision, thread count and torch version by a short calibration (both backends on a
 768 x 768 problem at d = 16, 256 and 1024, forward and gradient, the fastest of 5 alternated
 calls each; 9 s on our 2-core machine at load average 4), cached as JSON, and interpolated in
 log d. float64 cases use the float32 measurement.
@@ -28,6 +28,9 @@ import torch
 __all__ = ["native_preferred", "decide", "calibrate", "CALIBRATION_D"]
 
 CALIBRATION_D = (16, 256, 1024)
+# Part of the cache key: raised whenever the native kernels' speed changes (a new tiling, a
+# new gradient path), so that a ratio measured with older kernels is not reused.
+KERNEL_REVISION = 2
 _N = 768
 _SMALL_PAIRS = 1 << 16
 _cached: dict | None = None
@@ -35,7 +38,7 @@ _cached: dict | None = None
 
 def _key() -> str:
     isa = str(torch.ops.kops._cpu_isa())
-    return f"{isa}-t{torch.get_num_threads()}-torch{torch.__version__}"
+    return f"{isa}-r{KERNEL_REVISION}-t{torch.get_num_threads()}-torch{torch.__version__}"
 
 
 def _cache_file() -> Path:
