@@ -41,9 +41,12 @@ class _BatchBar:
 
     def update(self, done, residual=None):
         if residual is not None:
+            first = self.seen == 0
             self.residual += residual
             self.seen += done - self.done
-            self.bar.set_postfix(loss=f"{0.5 * self.residual / max(1, self.seen):.4g}", refresh=False)
+            # tqdm redraws at most every 0.1 s: draw the first batch's loss at once, so that a
+            # fast epoch shows it too
+            self.bar.set_postfix(loss=f"{0.5 * self.residual / max(1, self.seen):.4g}", refresh=first)
         self.bar.update(done - self.done)
         self.done = done
 
