@@ -23,6 +23,7 @@ import math
 import torch
 
 from ..ops import kmv
+from ..solvers.conjugate_gradients import preconditioned_cg
 from .group import Shard, all_gather_rows, all_reduce
 from .steps import sharded_eigenpro2_epoch
 
@@ -133,33 +134,6 @@ class ShardedProjector:
     def _colsum(self, t):
         return all_reduce(t.sum(0), self.group)
 
-    def _cg(self, h_r, norm):
-        """:meth:`CenterProjector._cg` on row shards: per step one all-gather of p x c and
-        all-reduces of q x c and c."""
-        w = torch.zeros_like(h_r)
-        r = h_r.clone()
-        z = self._pcg(r)
-        d = z.clone()
-        rz = self._colsum(r * z)
-        tiny = torch.finfo(h_r.dtype).tiny
-        rel, steps = 1.0, 0
-        while steps < self.max_steps:
-            Kd = self._K(d)
-            dKd = self._colsum(d * Kd)
-            a = torch.where(dKd > tiny, rz / dKd.clamp_min(tiny), torch.zeros_like(dKd))
-            w.addcmul_(d, a)
-            r.addcmul_(Kd, a, value=-1.0)
-            steps += 1
-            rel = self._norm(r) / norm
-            if rel <= self.tol:
-                break
-            z = self._pcg(r)
-            rz_new = self._colsum(r * z)
-            beta = torch.where(rz > tiny, rz_new / rz.clamp_min(tiny), torch.zeros_like(rz))
-            d = z.add_(d * beta)
-            rz = rz_new
-        return w, rel, steps
-
     def solve(self, h_r):
         """This rank's rows of w (p_r x c) with ``||K(Z, Z) w - h|| <= tol ||h||``."""
         if self.L is not None:  # exact: the float64 factor is replicated, h is gathered
@@ -171,8 +145,9 @@ class ShardedProjector:
         norm = self._norm(h_r)
         if norm == 0.0:
             return torch.zeros_like(h_r)
-        if self.method == "cg":
-            w, rel, steps = self._cg(h_r, norm)
+        if self.method == "cg":  # per step one all-gather of p x c and all-reduces of q x c and c
+            w, rel, steps = preconditioned_cg(h_r, self._K, self._pcg, tol=self.tol, max_steps=self.max_steps,
+                                              norm_h=norm, colsum=self._colsum, norm=self._norm)
         else:
             w = torch.zeros_like(h_r)
             rel, steps = 1.0, 0

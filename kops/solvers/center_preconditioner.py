@@ -34,6 +34,7 @@ from __future__ import annotations
 import torch
 
 from ..ops import kernel_matrix, kmv
+from .dense import formed_kernel_matrix, jittered_cholesky
 
 __all__ = ["SampleCorrection", "SpanPreconditioner", "CholeskyProjector", "cholesky_factor"]
 
@@ -43,23 +44,9 @@ def cholesky_factor(Z, kernel, budget, min_jitter=0.0):
 
     ``jitter`` is ``min_jitter`` times the mean diagonal, raised only as far as the
     factorisation needs (a singular ``K(Z, Z)``: duplicate centers)."""
-    p = Z.shape[0]
-    Z64 = Z.to(torch.float64)
-    K = torch.empty(p, p, dtype=torch.float64, device=Z.device)
-    rows = max(1, budget // max(1, 8 * p))
-    for r0 in range(0, p, rows):
-        K[r0 : r0 + rows] = kernel_matrix(Z64[r0 : r0 + rows], Z64, kernel)
-    scale = float(K.diagonal().mean())
-    jitter = scale * min_jitter
-    K.diagonal().add_(jitter)
-    for attempt in range(14):
-        L, info = torch.linalg.cholesky_ex(K)
-        if int(info) == 0:
-            return L, jitter
-        step = max(scale * 1e-13 * 10**attempt, 10 * jitter)
-        K.diagonal().add_(step - jitter)
-        jitter = step
-    raise ValueError("K(Z, Z) is not positive definite even with jitter: the centers hold duplicates")
+    K = formed_kernel_matrix(Z, Z, kernel, budget, torch.float64)
+    return jittered_cholesky(K, min_jitter * float(K.diagonal().mean()),
+                             what="K(Z, Z) (do the centers hold duplicates?)")
 
 
 class SampleCorrection:

@@ -26,6 +26,7 @@ import torch
 from ..config import get_memory_budget
 from ..ops import kernel_matrix, kmv
 from .base import KernelModel
+from .dense import formed_kernel_matrix
 from ._validation import check_ridge
 from ._sampling import select_centers
 
@@ -50,15 +51,6 @@ def cholesky_solve_psd(A: torch.Tensor, B: torch.Tensor, max_tries: int = 12):
         diag.add_(step - jitter)
         jitter = step
     raise ValueError("the kernel system is not positive definite even with jitter; pass ridge > 0")
-
-
-def _formed(x, z, kernel, budget):
-    """``K(x, z)`` (float64) formed in row tiles within the budget."""
-    out = torch.empty(x.shape[0], z.shape[0], dtype=torch.float64, device=x.device)
-    rows = max(1, budget // (8 * z.shape[0]))
-    for start in range(0, x.shape[0], rows):
-        out[start : start + rows] = kernel_matrix(x[start : start + rows], z, kernel)
-    return out
 
 
 class ExactKernelRidge(KernelModel):
@@ -122,7 +114,7 @@ class ExactKernelRidge(KernelModel):
                 keep = w64 > 0
                 X, X64, Y64, w64 = X[keep], X64[keep], Y64[keep], w64[keep]
             Z = X
-            A = _formed(X64, X64, k, budget)
+            A = formed_kernel_matrix(X64, X64, k, budget)
             if ridge:
                 A.diagonal().add_(ridge if w64 is None else ridge / w64)
             rhs = Y64

@@ -46,6 +46,7 @@ from ..ops import kernel_matrix, kmv
 from ._sampling import select_centers
 from ._validation import check_epochs, check_ridge
 from .base import DivergenceError, KernelModel
+from .dense import formed_kernel_matrix, jittered_cholesky
 from .iterations import reuse_kernel_block
 
 __all__ = ["Falkon", "FalkonPreconditioner", "max_centers", "conjugate_gradient"]
@@ -65,21 +66,6 @@ DEFAULT_CENTERS = 10_000
 def max_centers(budget: int) -> int:
     """The most centers whose float64 preconditioner (``3 * 8 p^2`` bytes) fits ``budget``."""
     return int(math.isqrt(max(0, budget) // (8 * FACTOR_MATRICES)))
-
-
-def _cholesky_with_jitter(G: torch.Tensor, jitter: float = 0.0):
-    """Lower ``A`` with ``G + j I = A A^T``, in place on G's diagonal; ``j >= jitter``, grown
-    by 10x from ``1e-13 mean(diag)`` while G is numerically singular. Returns ``(A, j)``."""
-    scale = float(G.diagonal().mean()) or 1.0
-    G.diagonal().add_(jitter)
-    for attempt in range(14):
-        A, info = torch.linalg.cholesky_ex(G)
-        if int(info) == 0:
-            return A, jitter
-        step = max(jitter, scale * 1e-13 * 10**attempt)
-        G.diagonal().add_(step - jitter)
-        jitter = step
-    raise ValueError("the Falkon preconditioner is not positive definite even with jitter; pass ridge > 0")
 
 
 class FalkonPreconditioner:
@@ -110,17 +96,14 @@ class FalkonPreconditioner:
 
     def __init__(self, Z, kernel, ridge: float, total_weight: float, budget: int, jitter: float):
         p = Z.shape[0]
-        Z64 = Z.to(torch.float64)
-        K = torch.empty(p, p, dtype=torch.float64, device=Z.device)
-        rows = max(1, budget // max(1, 8 * p))
-        for r0 in range(0, p, rows):  # formed in row tiles within the budget
-            K[r0 : r0 + rows] = kernel_matrix(Z64[r0 : r0 + rows], Z64, kernel)
-        self.L, self.jitter = _cholesky_with_jitter(K, jitter * p * float(K.diagonal().mean()))
+        K = formed_kernel_matrix(Z, Z, kernel, budget, torch.float64)
+        what = "the Falkon preconditioner (pass ridge > 0)"
+        self.L, self.jitter = jittered_cholesky(K, jitter * p * float(K.diagonal().mean()), what=what)
         del K
         G = self.L.T @ self.L
         G /= p
         G.diagonal().add_(ridge / total_weight)
-        self.A, self.jitter_A = _cholesky_with_jitter(G)
+        self.A, self.jitter_A = jittered_cholesky(G, what=what)
         del G
         self.scale = 1.0 / math.sqrt(total_weight)
 

@@ -26,10 +26,12 @@ from __future__ import annotations
 import torch
 
 from ..config import get_memory_budget
-from ..ops import kernel_matrix, kmv
+from ..ops import kmv
 from ._sampling import nystrom_sample, select_centers
 from ._validation import check_fraction, default_count
 from .base import KernelModel
+from .conjugate_gradients import preconditioned_cg
+from .dense import formed_kernel_matrix
 from .center_preconditioner import CholeskyProjector, SampleCorrection, SpanPreconditioner, cholesky_factor
 from .iterations import eigenpro2_epoch
 from .preconditioner import NystromPreconditioner
@@ -41,16 +43,6 @@ __all__ = ["CenterProjector", "NystromPCG", "ProjectedEigenPro", "PROJECTION_TOL
 PROJECTION_TOL = 1e-3
 #: relative jitter of the float64 factor of K(Z, Z) when the model is trained in float32 or below
 FLOAT32_JITTER = 1e-6
-
-
-def _form(Z, kernel, budget):
-    """``K(Z, Z)`` formed in row tiles of at most ``budget`` bytes of temporaries."""
-    p = Z.shape[0]
-    K = torch.empty(p, p, dtype=Z.dtype, device=Z.device)
-    rows = max(1, budget // max(1, 4 * p * Z.element_size()))
-    for r0 in range(0, p, rows):
-        K[r0 : r0 + rows] = kernel_matrix(Z[r0 : r0 + rows], Z, kernel)
-    return K
 
 
 class NystromPCG:
@@ -119,7 +111,7 @@ class CenterProjector:
         self.tol = float(tol)
         s = nystrom_idx.shape[0]
         self.formed = (p + s) * p * Z.element_size() <= budget // 2
-        self.K = _form(Z, self.kernel, budget // 2) if self.formed else None
+        self.K = formed_kernel_matrix(Z, Z, self.kernel, budget // 2, tile_factor=4) if self.formed else None
         self.KS = self.K[nystrom_idx].contiguous() if self.formed else None  # K(X_S, Z), read every step
         self.max_steps = default_count(max_steps, 10 if self.formed else 4, 10**6, "projection_steps")
         self.method = "cg" if self.formed or p <= MAX_BATCH else "epochs"
@@ -152,45 +144,14 @@ class CenterProjector:
         """``K(Z[idx], Z) alpha``."""
         return self.K[idx] @ alpha if self.formed else kmv(self.Z[idx], self.Z, alpha, self.kernel)
 
-    def _cg(self, h, norm):
-        """Preconditioned CG from w = 0, one independent CG per column of h. Returns the
-        iterate of smallest residual (on a numerically singular K(Z, Z), rounding can make
-        later CG residuals grow)."""
-        w = torch.zeros_like(h)
-        r = h.clone()
-        z = self.pcg(r)
-        d = z.clone()
-        rz = (r * z).sum(0)
-        tiny = torch.finfo(h.dtype).tiny
-        best, best_rel = w.clone(), 1.0
-        rel, steps = 1.0, 0
-        while steps < self.max_steps:
-            Kd = self._K(d)
-            dKd = (d * Kd).sum(0)
-            a = torch.where(dKd > tiny, rz / dKd.clamp_min(tiny), torch.zeros_like(dKd))
-            w.addcmul_(d, a)
-            r.addcmul_(Kd, a, value=-1.0)
-            steps += 1
-            rel = float(r.norm()) / norm
-            if rel < best_rel:
-                best.copy_(w)
-                best_rel = rel
-            if rel <= self.tol or not rel < 1e3:
-                break
-            z = self.pcg(r)
-            rz_new = (r * z).sum(0)
-            beta = torch.where(rz > tiny, rz_new / rz.clamp_min(tiny), torch.zeros_like(rz))
-            d = z.add_(d * beta)
-            rz = rz_new
-        return best, best_rel, steps
-
     def solve(self, h: torch.Tensor) -> torch.Tensor:
         """w (p, c) with ``||K(Z, Z) w - h|| <= tol ||h||`` (or ``max_steps`` steps), from w = 0."""
         norm = float(h.norm())
         if norm == 0.0:
             return torch.zeros_like(h)
         if self.method == "cg":
-            w, rel, steps = self._cg(h, norm)
+            w, rel, steps = preconditioned_cg(h, self._K, self.pcg, tol=self.tol, max_steps=self.max_steps,
+                                              norm_h=norm)
         else:
             w = torch.zeros_like(h)
             rel, steps = 1.0, 0
