@@ -31,6 +31,18 @@ CASES = {
                                     dict(kernel="laplacian", bandwidth=2.0, centers=61, epochs=2, batch_size=40,
                                          n_nystrom=20, n_components=6, projection_interval=2,
                                          memory_budget=20_000)),
+    # large ridges: one full-gradient step per epoch with its exact line search (span, sample
+    # and formed-block paths)
+    "ep3_full_gradient_span": ("EigenPro3", (240, 5, 2, "float64"),
+                               dict(kernel="laplacian", bandwidth=2.0, centers=61, epochs=3, batch_size=50,
+                                    n_nystrom=40, n_components=8, ridge=100.0, full_gradient=True)),
+    "ep4_full_gradient_sample": ("EigenPro4", (240, 5, 1, "float64"),
+                                 dict(kernel="laplacian", bandwidth=2.0, centers=61, epochs=3, batch_size=40,
+                                      n_nystrom=20, n_components=6, ridge=30.0, full_gradient=True,
+                                      memory_budget=60_000)),
+    "ep4_full_gradient_formed_float32": ("EigenPro4", (200, 64, "classes", "float32"),
+                                         dict(kernel="gaussian", bandwidth=8.0, centers=50, epochs=3, batch_size=32,
+                                              n_nystrom=20, n_components=5, ridge=10.0, full_gradient=True)),
 }
 #: cases run with the projection's full-batch limit lowered
 SMALL_PROJECTION_BATCH = {"ep4_sample_epoch_projection": 30}
@@ -74,7 +86,8 @@ def run_cases(names):
     for name in names:
         model, raw = fit_case(name, distributed=True)
         single = model.gathered()
-        out[name] = {"raw": raw, "objective": [r["objective"] for r in model.history_],
+        out[name] = {"raw": raw, "full_gradient": bool(getattr(model, "full_gradient_", False)),
+                     "block_reuse": getattr(model, "block_reuse_", None), "objective": [r["objective"] for r in model.history_],
                      "weights": single.weights_.numpy().copy(), "rows": model.weights_.shape[0],
                      "pred_gathered": np.asarray(single.decision_function(make_data(*CASES[name][1])[2])),
                      "seconds": model.fit_seconds_}

@@ -64,6 +64,9 @@ def test_sharded_fit_matches_single_process(name, world_size):
         assert _rel(out["weights"], model.weights_.numpy()) < 100 * tol
         np.testing.assert_allclose(out["objective"], [r["objective"] for r in model.history_], rtol=100 * tol)
         np.testing.assert_allclose(out["pred_gathered"], raw, rtol=0, atol=tol * np.abs(raw).max())
+    assert first["full_gradient"] == bool(getattr(model, "full_gradient_", False))
+    if first["full_gradient"]:  # the full-gradient path took the same route (formed tiles or fused)
+        assert first["block_reuse"] == model.block_reuse_
     rows = [result[name]["rows"] for result in results]
     assert sum(rows) == model.weights_.shape[0] and max(rows) - min(rows) <= 1  # sharded, balanced
 
@@ -169,8 +172,5 @@ def test_all_gather_rows_world_of_one(tmp_path):
         torch.testing.assert_close(product(x, a), ref)
         g = torch.randn(5, 3, dtype=torch.float64)
         torch.testing.assert_close(product.transpose(x, g), torch.exp(-torch.cdist(z, x) / 2.0) @ g)
-        X, y, _ = scenarios.make_data(80, 3, 1, "float64")
-        with pytest.raises(NotImplementedError, match="full_gradient=False"):
-            kd.EigenPro3(centers=20, ridge=100.0, full_gradient=True, epochs=1, dtype="float64").fit(X, y)
     finally:
         dist.destroy_process_group()
