@@ -61,23 +61,61 @@ def make_data(n, d, outputs, dtype, seed=0):
     return X[:n], y[:n], X[n:]
 
 
-def fit_case(name, distributed):
-    """The fitted estimator of a case and its outputs on the test points."""
+def fit_case(name, distributed, *, epochs=None, checkpoint=None, resume=False):
+    """The fitted estimator of a case and its outputs on the test points; with ``checkpoint``
+    (a directory) the fit writes its checkpoints there (and resumes from it with ``resume``),
+    with ``epochs`` it runs that many epochs instead of the case's."""
     import kops
     import kops.distributed as kd
+    from kops.solvers import projection
+    from kops.solvers.checkpoint import checkpointing
 
     cls_name, data, params = CASES[name]
     X, y, X_test = make_data(*data)
     cls = getattr(kd if distributed else kops, cls_name)
-    from kops.solvers import projection
-
+    params = dict(params, **({} if epochs is None else {"epochs": epochs}))
     saved = projection.MAX_BATCH
     projection.MAX_BATCH = SMALL_PROJECTION_BATCH.get(name, saved)
     try:
-        model = cls(dtype=data[3], device="cpu", random_state=3, **params).fit(X, y)
+        model = cls(dtype=data[3], device="cpu", random_state=3, **params)
+        if checkpoint is None:
+            model.fit(X, y)
+        else:
+            with checkpointing(model, checkpoint, every=1, resume=resume) as ckpt:
+                model.fit(X, y)
+            model.resumed_from_ = ckpt.resumed_from
     finally:
         projection.MAX_BATCH = saved
     return model, np.asarray(model.decision_function(X_test))
+
+
+#: cases whose fits are checkpointed after one epoch and resumed (sharded and across world sizes)
+RESUME_CASES = ("ep2", "ep3_span", "ep4_sample_ridge", "ep4_full_gradient_sample")
+
+
+def resume_cases(folder):
+    """On every rank, per case: fit 1 epoch with checkpoints in ``folder/NAME-Pp`` (rank 0 keeps a
+    copy of that checkpoint in ``NAME-Pp-epoch1``), resume it for the case's epochs, and resume the
+    single-process checkpoint ``folder/NAME-single-Pp`` (written after 1 epoch) for the case's
+    epochs too. Returns the test outputs and where each resumed."""
+    import shutil
+
+    import torch.distributed as dist
+
+    world = dist.get_world_size()
+    out = {}
+    for name in RESUME_CASES:
+        own = os.path.join(folder, f"{name}-{world}p")
+        fit_case(name, True, epochs=1, checkpoint=own)
+        if dist.get_rank() == 0:
+            shutil.copytree(own, own + "-epoch1")
+        dist.barrier()
+        resumed, raw = fit_case(name, True, checkpoint=own, resume=True)
+        from_single, raw_single = fit_case(name, True, checkpoint=os.path.join(folder, f"{name}-single-{world}p"),
+                                           resume=True)
+        out[name] = {"resumed": raw, "resumed_at": resumed.resumed_from_.epoch, "from_single": raw_single,
+                     "from_single_at": from_single.resumed_from_.epoch}
+    return out
 
 
 def run_cases(names):

@@ -71,6 +71,39 @@ def test_sharded_fit_matches_single_process(name, world_size):
     assert sum(rows) == model.weights_.shape[0] and max(rows) - min(rows) <= 1  # sharded, balanced
 
 
+@pytest.fixture(scope="module")
+def resumed(tmp_path_factory):
+    """Checkpointed fits resumed on 2 processes (``distributed_scenarios.resume_cases``)."""
+    import shutil
+
+    folder = tmp_path_factory.mktemp("resume")
+    for name in scenarios.RESUME_CASES:  # single-process checkpoints after 1 epoch
+        scenarios.fit_case(name, distributed=False, epochs=1, checkpoint=folder / f"{name}-single")
+        shutil.copytree(folder / f"{name}-single", folder / f"{name}-single-2p")
+    results = kd.launch(scenarios.resume_cases, 2, (str(folder),), timeout=600, collective_timeout=60)
+    return folder, results
+
+
+@pytest.mark.parametrize("name", scenarios.RESUME_CASES)
+def test_sharded_fit_resumes_from_checkpoints(name, resumed):
+    """Fit 1 epoch with checkpoints, resume for the rest: the uninterrupted fit's model, sharded
+    (2 processes from their own checkpoint, and from a single process's) and on one process
+    from the 2 processes' checkpoint (the state is saved gathered)."""
+    folder, results = resumed
+    tol = RTOL[scenarios.CASES[name][1][3]]
+    uninterrupted = runs(2)[0][name]["raw"]
+    _, raw = single(name)
+    for rank, result in enumerate(results):
+        out = result[name]
+        assert out["resumed_at"] == 2 and out["from_single_at"] == 2  # after epoch 1
+        np.testing.assert_array_equal(out["resumed"], uninterrupted, err_msg=f"rank {rank}")
+        assert _rel(out["from_single"], raw) < tol
+    model, from_sharded = scenarios.fit_case(name, distributed=False, checkpoint=folder / f"{name}-2p-epoch1",
+                                             resume=True)
+    assert model.resumed_from_.epoch == 2
+    assert _rel(from_sharded, raw) < tol
+
+
 def test_ranks_with_different_data_fail_with_a_clear_error():
     messages = [r["mismatch"] for r in runs(2)]
     assert all("same on every rank" in m and "1 of 2 ranks" in m for m in messages), messages

@@ -41,6 +41,8 @@ from ..solvers._sampling import batches, make_generator
 from ..solvers._validation import check_epochs, check_ridge
 from ..solvers.eigenpro4 import projection_interval
 from ..solvers.iterations import reuse_kernel_block
+from ..solvers.iterations import FullGradientDescent
+from .checkpoint import GatheredState, ShardedCheckpointer
 from .group import Shard, all_gather_rows, all_reduce, broadcast, rank_of, resolve_group, world_size_of
 from .preconditioning import ShardedCorrection, ShardedProjector
 from .product import ShardedKernelProduct
@@ -133,6 +135,23 @@ class _ShardedModel:
             finally:
                 self.centers_, self.weights_ = saved
         return super()._warm_start_weights(X, Y)
+
+    def _run_epochs(self, epochs, n, step=None, batch_size=None, *, run_epoch=None, end_epoch=None, state=None,
+                    ridge=0.0):
+        """The single-process epoch loop; an attached checkpointer runs as a
+        :class:`~kops.distributed.checkpoint.ShardedCheckpointer` on the gathered state."""
+        original = getattr(self, "_checkpointer", None)
+        if original is None:
+            return super()._run_epochs(epochs, n, step, batch_size, run_epoch=run_epoch, end_epoch=end_epoch,
+                                       state=state, ridge=ridge)
+        per_epoch = 1 if isinstance(state, FullGradientDescent) else -(-n // self.batch_size_)
+        self._checkpointer = ShardedCheckpointer(original, self, per_epoch)
+        try:
+            return super()._run_epochs(epochs, n, step, batch_size, run_epoch=run_epoch, end_epoch=end_epoch,
+                                       state=GatheredState(self, state), ridge=ridge)
+        finally:
+            self._checkpointer.detach()
+            self._checkpointer = original
 
     # ---------------------------------------------------------- sharded products
     def _raw(self, X):
@@ -339,7 +358,8 @@ class EigenPro4(_ShardedProjected, solvers.EigenPro4):
             self.n_projections_ = state.n_projections
 
         self.n_projections_ = 0
-        self._run_epochs(epochs, n, run_epoch=run_epoch, ridge=ridge)
+        self._run_epochs(epochs, n, run_epoch=run_epoch, state=state, ridge=ridge)
+        self.n_projections_ = state.n_projections
         return self
 
 
