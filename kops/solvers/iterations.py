@@ -215,6 +215,16 @@ class FullGradientDescent:
         self.step = step
         self.steps_ = []
 
+    # The reductions over the centers, separate so that a sharded model (rows of Z, alpha, d
+    # on each process) can sum them over its processes (kops.distributed).
+    def _gradient(self, xb, yb, V):
+        """``R = K(X_B, Z) V - Y_B`` (m x k) and ``K(Z, X_B) R`` (p x k) for one chunk."""
+        return batch_gradient(xb, yb, self.Z, V, self.Z.shape[0], self.kernel, form=self.form, budget=self.budget)
+
+    def _dot(self, a, b) -> float:
+        """``sum(a * b)`` over the centers' rows (p x c each)."""
+        return float((a * b).sum())
+
     def _pass(self, X, Y, V, progress):
         """``A = K(Z, X) [K(X, Z) V - [Y, 0]]`` and the Gram entries of the residuals."""
         n, c, p = X.shape[0], Y.shape[1], self.Z.shape[0]
@@ -225,8 +235,7 @@ class FullGradientDescent:
             yb = Y[r0 : r0 + self.chunk]
             if pad:
                 yb = torch.cat([yb, torch.zeros(yb.shape[0], pad, dtype=yb.dtype, device=yb.device)], 1)
-            R, Ab = batch_gradient(X[r0 : r0 + self.chunk], yb, self.Z, V, p, self.kernel, form=self.form,
-                                   budget=self.budget)
+            R, Ab = self._gradient(X[r0 : r0 + self.chunk], yb, V)
             A += Ab
             blocks = R.to(torch.float64).reshape(R.shape[0], -1, c)
             gram += torch.einsum("nic,njc->ij", blocks, blocks)
@@ -249,8 +258,8 @@ class FullGradientDescent:
                 u = u + r * KV
         else:
             Ka, Kd = (KV[:, :c], KV[:, c:]) if r else (0.0, 0.0)
-            num = float(gram[0, 1]) + (r * float((d * Ka).sum()) if r else 0.0)
-            den = float(gram[1, 1]) + (r * float((d * Kd).sum()) if r else 0.0)
+            num = float(gram[0, 1]) + (r * self._dot(d, Ka) if r else 0.0)
+            den = float(gram[1, 1]) + (r * self._dot(d, Kd) if r else 0.0)
             s = num / den if den > 0 else 0.0
             alpha.sub_(d, alpha=s)
             seen = float(gram[0, 0]) - 2 * s * float(gram[0, 1]) + s * s * float(gram[1, 1])
