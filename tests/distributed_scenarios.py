@@ -118,6 +118,24 @@ def resume_cases(folder):
     return out
 
 
+#: cases fitted twice for one epoch each with warm_start=True (the second fit continues the first)
+WARM_START_CASES = ("ep2", "ep4_sample_ridge")
+
+
+def warm_start_fit(name, distributed):
+    """Test outputs after one plain epoch and after a second, warm-started one."""
+    import kops
+    import kops.distributed as kd
+
+    cls_name, data, params = CASES[name]
+    X, y, X_test = make_data(*data)
+    cls = getattr(kd if distributed else kops, cls_name)
+    model = cls(dtype=data[3], device="cpu", random_state=3, warm_start=True, **dict(params, epochs=1))
+    first = np.asarray(model.fit(X, y).decision_function(X_test))
+    second = np.asarray(model.fit(X, y).decision_function(X_test))
+    return first, second
+
+
 def run_cases(names):
     """On every rank: each case's test outputs, objectives and gathered weights."""
     out = {}
@@ -129,6 +147,7 @@ def run_cases(names):
                      "weights": single.weights_.numpy().copy(), "rows": model.weights_.shape[0],
                      "pred_gathered": np.asarray(single.decision_function(make_data(*CASES[name][1])[2])),
                      "seconds": model.fit_seconds_}
+    out["warm_start"] = {name: warm_start_fit(name, True) for name in WARM_START_CASES}
     out["mismatch"] = mismatched_data_message()
     return out
 

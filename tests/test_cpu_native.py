@@ -398,6 +398,11 @@ def test_calibration_ratio_survives_a_slowed_call():
     script = _ScriptedCalls([0.0] + [1.0, 4.0] * 11, [0.0] + [2.0, 1.0] * 11)
     s = measure_ratio(script.call("torch"), script.call("native"), rounds=7, sets=3, clock=script.clock)
     assert s["rounds"] == 21 and not s["settled"]
+    # past the deadline no further set starts
+    script = _ScriptedCalls([0.0] + [1.0, 4.0] * 11, [0.0] + [2.0, 1.0] * 11)
+    s = measure_ratio(script.call("torch"), script.call("native"), rounds=7, sets=3, clock=script.clock,
+                      deadline=1.0)
+    assert s["rounds"] == 7 and not s["settled"]
     # settled at once: one set only
     script = _ScriptedCalls([3.0] * 8, [1.0] * 8)
     s = measure_ratio(script.call("torch"), script.call("native"), rounds=7, sets=3, clock=script.clock)

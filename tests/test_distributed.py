@@ -72,6 +72,17 @@ def test_sharded_fit_matches_single_process(name, world_size):
     assert sum(rows) == model.weights_.shape[0] and max(rows) - min(rows) <= 1  # sharded, balanced
 
 
+@pytest.mark.parametrize("world_size", [1, 2, 3])
+@pytest.mark.parametrize("name", scenarios.WARM_START_CASES)
+def test_sharded_warm_start_continues_like_the_single_process_fit(name, world_size):
+    first, second = scenarios.warm_start_fit(name, distributed=False)
+    assert _rel(second, first) > 1e-3  # the second epoch moved the model: the test can tell
+    for rank, result in enumerate(runs(world_size)):
+        sharded_first, sharded_second = result["warm_start"][name]
+        assert _rel(sharded_first, first) < 1e-7, f"rank {rank}"
+        assert _rel(sharded_second, second) < 1e-7, f"rank {rank}: the warm start was not continued"
+
+
 @pytest.fixture(scope="module")
 def resumed(tmp_path_factory):
     """Checkpointed fits resumed on 2 processes (``distributed_scenarios.resume_cases``)."""

@@ -12,9 +12,9 @@ The calibration has to survive a shared machine, where another process can slow 
 call several-fold. Each ratio is the median of per-round ratios (one torch call and one
 native call per round, their order alternating) and is checked against the ratio of the
 fastest calls: when the two disagree about which backend wins, or the rounds scatter widely,
-another set of rounds is measured (three sets at most; when none settles, all of them
-pooled). A ratio still unsettled after that is cached as such and measured again by the next process (twice at most), keeping the settled
-measurements.
+another set of rounds is measured (three sets at most, no new set after 12 s in all; when
+none settles, all of them pooled). A ratio still unsettled after that is cached as such and
+measured again by the next process (twice at most), keeping the settled measurements.
 
 ``KOPS_CPU_NATIVE`` overrides it: "always", "never", or "measure" (the default). The cache
 lives in ``$KOPS_CACHE_DIR`` (default ``~/.cache/kops``); delete the file to measure again.
@@ -45,6 +45,10 @@ _SETS = 3  # sets of rounds at most per ratio
 _SPREAD = 1.5  # upper / lower quartile of the per-round ratios that still counts as settled
 _TIE = 1.1  # both estimates within this factor of 1: either backend is as fast, settled
 _REMEASURES = 2  # later processes that measure unsettled ratios again
+# Seconds after which a calibration stops adding sets of rounds (its first set of each ratio
+# always runs): the first product of a process, possibly one rank of a distributed fit whose
+# peers wait for it in a collective, must not stall for long on a loaded machine.
+_BUDGET_S = 12.0
 _SMALL_PAIRS = 1 << 16
 _cached: dict | None = None
 
@@ -102,10 +106,10 @@ def summarize(pairs: list[tuple[float, float]]) -> dict:
 
 
 def measure_ratio(reference, native, *, rounds: int = _ROUNDS, sets: int = _SETS,
-                  clock=time.perf_counter) -> dict:
+                  clock=time.perf_counter, deadline: float = math.inf) -> dict:
     """:func:`summarize` of the first settled of up to ``sets`` sets of ``rounds`` alternated
     pairs (after one warm-up call each); when none settles, of all of them pooled (marked
-    unsettled)."""
+    unsettled). No further set starts after ``deadline`` (a ``clock()`` value)."""
     reference(), native()
     pairs: list[tuple[float, float]] = []
     for _ in range(sets):
@@ -114,6 +118,8 @@ def measure_ratio(reference, native, *, rounds: int = _ROUNDS, sets: int = _SETS
         if summary["settled"]:
             return summary
         pairs += new
+        if clock() >= deadline:
+            break
     return dict(summarize(pairs), settled=False)
 
 
@@ -129,6 +135,7 @@ def calibrate() -> dict:
     from .torch_reference import TorchBackend
 
     reference, native = TorchBackend(), CpuNativeBackend()
+    deadline = time.perf_counter() + _BUDGET_S
     gen = torch.Generator().manual_seed(0)
     ratios: dict = {"kmv": {}, "kmv_grad_xz": {}, "key": _key(), "detail": {"kmv": {}, "kmv_grad_xz": {}}}
     try:
@@ -150,7 +157,7 @@ def calibrate() -> dict:
                             lambda: native.kmv_grad_xz(x, z, v, g, kernel, "ieee")),
         }
         for op, (ref_fn, nat_fn) in pairs.items():
-            summary = measure_ratio(ref_fn, nat_fn)
+            summary = measure_ratio(ref_fn, nat_fn, deadline=deadline)
             ratios[op][str(d)] = summary["ratio"]
             ratios["detail"][op][str(d)] = summary
     ratios["unsettled"] = _unsettled(ratios)
