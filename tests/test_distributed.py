@@ -36,7 +36,7 @@ def runs(world_size):
     """Every case fitted on ``world_size`` processes (once per world size)."""
     if world_size not in _RUNS:
         _RUNS[world_size] = kd.launch(scenarios.run_cases, world_size, (list(scenarios.CASES),), timeout=600,
-                                      collective_timeout=60)
+                                      collective_timeout=120)
     return _RUNS[world_size]
 
 
@@ -92,7 +92,7 @@ def resumed(tmp_path_factory):
     for name in scenarios.RESUME_CASES:  # single-process checkpoints after 1 epoch
         scenarios.fit_case(name, distributed=False, epochs=1, checkpoint=folder / f"{name}-single")
         shutil.copytree(folder / f"{name}-single", folder / f"{name}-single-2p")
-    results = kd.launch(scenarios.resume_cases, 2, (str(folder),), timeout=600, collective_timeout=60)
+    results = kd.launch(scenarios.resume_cases, 2, (str(folder),), timeout=600, collective_timeout=120)
     return folder, results
 
 
