@@ -105,6 +105,26 @@ def test_matches_float64_reference(n, m, d, c, dtype, isa, generator):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("n,m,d,c", [(97, 1025, 59, 16), (13, 300, 784, 100), (200, 97, 3, 65)])
+def test_wide_v_matches_float64_reference(n, m, d, c, dtype, isa, generator):
+    # from c = 16 on the product with V runs on V row-major (c padded to whole vectors: 16,
+    # 100 and 65 leave no, a 3-vector and a 1-vector remainder past the 4-vector chunks);
+    # with 13 rows Z is split over the threads; V strided
+    x, z, v, bw = random_problem(n, m, d, 2 * c, dtype=dtype, generator=generator)
+    v = v[:, ::2]
+    for kernel in KERNELS:
+        assert_kmv_close(_kmv(x, z, v, kernel, bw), x, z, v, kernel, bw)
+    # the same products as the narrow layout (c < 16, V transposed) in every precision mode:
+    # the operands are rounded alike, only the order of the sums differs
+    scale = (reference_kernel_matrix(x, z, "gaussian", bw) @ v.double().abs()).max()
+    for precision in ("ieee", "tf32", "bf16"):
+        wide = kops.kmv(x, z, v, "gaussian", bw, precision=precision, backend="cpu")
+        narrow = torch.cat([kops.kmv(x, z, v[:, j : j + 8], "gaussian", bw, precision=precision, backend="cpu")
+                            for j in range(0, c, 8)], 1)
+        assert float((wide.double() - narrow.double()).abs().max() / scale) < 10 * tolerance(dtype), precision
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("kernel", KERNELS)
 def test_both_instruction_sets(kernel, dtype, isa, generator):
     x, z, v, bw = random_problem(61, 139, 7, 5, dtype=dtype, generator=generator)
