@@ -17,11 +17,17 @@ inline void micro_sub_product(const T* __restrict a, int64_t ars, int64_t aks, i
   using O = Ops<T>;
   using V = typename O::V;
   constexpr int W = O::W;
+  // kSub: -C is accumulated (+= A B) and negated back at the end, so that the inner loop
+  // broadcasts A straight from memory (negating each element there cost a scalar load and
+  // an xor per broadcast)
   V acc[R][NV];
 #pragma GCC unroll 8
   for (int r = 0; r < R; ++r)
 #pragma GCC unroll 4
-    for (int h = 0; h < NV; ++h) acc[r][h] = O::load(c + r * ldc + h * W);
+    for (int h = 0; h < NV; ++h) {
+      const V cv = O::load(c + r * ldc + h * W);
+      acc[r][h] = kSub ? O::sub(O::zero(), cv) : cv;
+    }
   for (int64_t k = 0; k < K; ++k) {
     V bv[NV];
 #pragma GCC unroll 4
@@ -29,7 +35,7 @@ inline void micro_sub_product(const T* __restrict a, int64_t ars, int64_t aks, i
     const T* ak = a + k * aks;
 #pragma GCC unroll 8
     for (int r = 0; r < R; ++r) {
-      const V s = O::set1(kSub ? -ak[r * ars] : ak[r * ars]);
+      const V s = O::set1(ak[r * ars]);
 #pragma GCC unroll 4
       for (int h = 0; h < NV; ++h) acc[r][h] = O::fmadd(s, bv[h], acc[r][h]);
     }
@@ -37,7 +43,7 @@ inline void micro_sub_product(const T* __restrict a, int64_t ars, int64_t aks, i
 #pragma GCC unroll 8
   for (int r = 0; r < R; ++r)
 #pragma GCC unroll 4
-    for (int h = 0; h < NV; ++h) O::store(c + r * ldc + h * W, acc[r][h]);
+    for (int h = 0; h < NV; ++h) O::store(c + r * ldc + h * W, kSub ? O::sub(O::zero(), acc[r][h]) : acc[r][h]);
 }
 
 // All rows of C in groups of kMR (the last group narrower), one chunk of NV vectors of dp.
