@@ -275,6 +275,38 @@ def test_all_gather_rows_world_of_one(tmp_path):
         dist.destroy_process_group()
 
 
+def test_sample_weights_and_sharded_rows_on_a_world_of_one(tmp_path):
+    """Unequal sample weights are refused (equal ones rescale the ridge); ShardedRows on one
+    rank returns the rows asked, in their order."""
+    from kops.distributed.data import ShardedRows, take_rows
+
+    if dist.is_initialized():
+        pytest.skip("a default group is initialised in this process")
+    store = dist.FileStore(str(tmp_path / "store"), 1)
+    dist.init_process_group("gloo", store=store, rank=0, world_size=1)
+    try:
+        X, y, _ = scenarios.make_data(60, 3, 1, "float64")
+        weights = np.ones(60)
+        weights[0] = 5.0
+        for cls in (kd.EigenPro2, kd.EigenPro3, kd.EigenPro4):
+            kwargs = {} if cls is kd.EigenPro2 else {"centers": 20}
+            with pytest.raises(ValueError, match="accepts only equal weights"):
+                cls(epochs=1, dtype="float64", device="cpu", **kwargs).fit(X, y, sample_weight=weights)
+        t = torch.arange(12.0).reshape(6, 2)
+        rows = ShardedRows(t, dist.group.WORLD, "X")
+        assert rows.shape == (6, 2) and rows.shard.sizes == [6]
+        idx = torch.tensor([4, 0, 5, 0])
+        np.testing.assert_array_equal(rows[idx], t[idx])
+        np.testing.assert_array_equal(rows[1:4], t[1:4])
+        u = torch.arange(6.0)[:, None] * 10
+        xb, ub = take_rows(idx, rows, ShardedRows(u, dist.group.WORLD, "y", sizes=[6]))
+        np.testing.assert_array_equal(ub, u[idx])
+        with pytest.raises(TypeError, match="long tensor"):
+            rows[[1, 2]]
+    finally:
+        dist.destroy_process_group()
+
+
 # ------------------------------------------------------------------ the command line under torchrun
 def _kops(tmp_path, *argv, nproc=None):
     """``python -m kops ...``, or ``torchrun --standalone --nproc-per-node N -m kops ...``."""
