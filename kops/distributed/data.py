@@ -1,7 +1,8 @@
 """Training data partitioned by rows over the ranks (``data_sharding="rows"``).
 
 Each rank passes a different contiguous part of the training set, in rank order: rank 0
-the first ``n_0`` rows, rank 1 the next ``n_1``, ... (any sizes, at least one row each).
+the first ``n_0`` rows, rank 1 the next ``n_1``, ... (any sizes, at least 2 rows each:
+scikit-learn's minimum for array input).
 :class:`ShardedRows` holds this rank's part and stands in for the (n, d) tensor of all the
 rows where the solvers read the training data: ``shape`` is the global (n, d), and indexing
 by global row indices (a long tensor or a slice) is a collective that returns those rows

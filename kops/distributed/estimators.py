@@ -28,8 +28,8 @@ and its eigenvectors (s x q), and the float64 Cholesky factor of the span precon
 (small p).
 
 Sharded data (``data_sharding="rows"``): each rank passes its own contiguous part of the
-training set to ``fit`` (rank 0 the first rows, then rank 1's, ...; any sizes, at least one
-row each; the same features, ``dtype`` and target columns on every rank, ValueError naming
+training set to ``fit`` (rank 0 the first rows, then rank 1's, ...; any sizes, at least 2
+rows each; the same features, ``dtype`` and target columns on every rank, ValueError naming
 the argument on every rank otherwise). The global n and the row offsets come from one
 all-gather of the part sizes; every random draw is the global one, and the rows a draw
 picks (the bandwidth sample, the metrics subset, the centers, the Nystrom sample, the
