@@ -15,6 +15,11 @@ c outputs, float32:
   p above 10,000 each step is an EigenPro 2 epoch over the centers in batches of m, i.e.
   ``p / m`` all-reduces of m x c (:func:`kops.distributed.steps.sharded_eigenpro2_epoch`).
 
+* with the training data sharded too (``data_sharding="rows"``): one all-gather per batch of
+  its m x (d + c) rows, ``ceil(log2 P) alpha + (P - 1) / P * bytes / B``
+  (``data_allgather_ms``, ``batch_efficiency_sharded_data``; the other columns are the
+  replicated-data fit's).
+
 Efficiency is ``compute / (compute + communication)`` with no overlap, for the batch alone
 and with the amortised projection: where it falls below one half, adding GPUs stops paying.
 NVLink rows beyond 8 GPUs stand for an NVLink domain of that size (e.g. NVL72 racks). The constants below are assumptions about the
@@ -46,6 +51,13 @@ def allreduce_seconds(elements: float, P: int, bandwidth: float, latency: float)
     return 2 * math.ceil(math.log2(P)) * latency + 2 * (P - 1) / P * elements * BYTES / bandwidth
 
 
+def allgather_seconds(elements: float, P: int, bandwidth: float, latency: float) -> float:
+    """All-gather of ``elements`` in all (each rank receiving the others' parts)."""
+    if P == 1:
+        return 0.0
+    return math.ceil(math.log2(P)) * latency + (P - 1) / P * elements * BYTES / bandwidth
+
+
 def model_row(p: float, P: int, link: str, *, m: int, d: int, c: int, q: int, s: int) -> dict:
     bandwidth, latency = LINKS[link]
     F, F_proj = 2 * d + 4 * c + 20, 2 * d + 2 * c + 20
@@ -55,11 +67,13 @@ def model_row(p: float, P: int, link: str, *, m: int, d: int, c: int, q: int, s:
     proj_compute = STEPS * (p / P) * p * F_proj / RATE / T
     proj_comm = STEPS * math.ceil(p / m) * allreduce_seconds(m * c, P, bandwidth, latency) / T
     total_compute, total_comm = compute + proj_compute, comm + proj_comm
+    gather = allgather_seconds(m * (d + c), P, bandwidth, latency)
     return {"p": p, "gpus": P, "link": link, "batch_compute_ms": 1e3 * compute, "allreduce_ms": 1e3 * comm,
             "allreduce_bytes": (m + q) * c * BYTES, "projection_compute_ms": 1e3 * proj_compute,
             "projection_comm_ms": 1e3 * proj_comm, "batch_efficiency": compute / (compute + comm),
             "efficiency": total_compute / (total_compute + total_comm),
-            "weights_mb_per_gpu": p / P * c * 3 * BYTES / 1e6}
+            "weights_mb_per_gpu": p / P * c * 3 * BYTES / 1e6, "data_allgather_ms": 1e3 * gather,
+            "batch_efficiency_sharded_data": compute / (compute + comm + gather)}
 
 
 def table(m=10_000, d=128, c=10, q=150, s=3000, ps=(1e6, 1e7, 1e8), gpus=(8, 32, 128, 512)):

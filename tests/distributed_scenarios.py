@@ -61,10 +61,33 @@ def make_data(n, d, outputs, dtype, seed=0):
     return X[:n], y[:n], X[n:]
 
 
-def fit_case(name, distributed, *, epochs=None, checkpoint=None, resume=False):
+#: cases also fitted with each rank passing only its part of the training data (data_sharding="rows")
+SHARDED_DATA_CASES = ("ep2", "ep2_ridge_classes", "ep3_span", "ep3_full_gradient_span", "ep4_span",
+                      "ep4_sample_ridge", "ep4_full_gradient_sample", "ep4_formed_float32")
+
+
+def part_sizes(n, world):
+    """Unequal contiguous part sizes of n rows over ``world`` ranks (240 rows: 100/140, 60/80/100)."""
+    if world == 1:
+        return [n]
+    if world == 2:
+        return [5 * n // 12, n - 5 * n // 12]
+    first = [n // 4 + k * n // 12 for k in range(world - 1)]
+    return first + [n - sum(first)]
+
+
+def rank_part(X, y, rank, world):
+    """Rank ``rank``'s contiguous rows of (X, y) under :func:`part_sizes`."""
+    sizes = part_sizes(X.shape[0], world)
+    lo = sum(sizes[:rank])
+    return X[lo : lo + sizes[rank]], y[lo : lo + sizes[rank]]
+
+
+def fit_case(name, distributed, *, epochs=None, checkpoint=None, resume=False, sharded_data=False):
     """The fitted estimator of a case and its outputs on the test points; with ``checkpoint``
     (a directory) the fit writes its checkpoints there (and resumes from it with ``resume``),
-    with ``epochs`` it runs that many epochs instead of the case's."""
+    with ``epochs`` it runs that many epochs instead of the case's; with ``sharded_data`` each
+    rank passes only its part (:func:`rank_part`) with ``data_sharding="rows"``."""
     import kops
     import kops.distributed as kd
     from kops.solvers import projection
@@ -74,6 +97,11 @@ def fit_case(name, distributed, *, epochs=None, checkpoint=None, resume=False):
     X, y, X_test = make_data(*data)
     cls = getattr(kd if distributed else kops, cls_name)
     params = dict(params, **({} if epochs is None else {"epochs": epochs}))
+    if sharded_data:
+        import torch.distributed as dist
+
+        X, y = rank_part(X, y, dist.get_rank(), dist.get_world_size())
+        params["data_sharding"] = "rows"
     saved = projection.MAX_BATCH
     projection.MAX_BATCH = SMALL_PROJECTION_BATCH.get(name, saved)
     try:
@@ -149,7 +177,38 @@ def run_cases(names):
                      "seconds": model.fit_seconds_}
     out["warm_start"] = {name: warm_start_fit(name, True) for name in WARM_START_CASES}
     out["mismatch"] = mismatched_data_message()
+    out["sharded_data"] = {}
+    for name in SHARDED_DATA_CASES:
+        model, raw = fit_case(name, distributed=True, sharded_data=True)
+        out["sharded_data"][name] = {"raw": raw, "objective": [r["objective"] for r in model.history_],
+                                     "weights": model.gathered().weights_.numpy().copy(),
+                                     "full_gradient": bool(getattr(model, "full_gradient_", False))}
+    out["sharded_mismatch"] = sharded_mismatch_messages()
     return out
+
+
+def sharded_mismatch_messages():
+    """The errors, on every rank, when the last rank's part has one feature fewer, or one
+    target column more, than the others' (data_sharding="rows")."""
+    import torch.distributed as dist
+
+    import kops.distributed as kd
+
+    rank, world = dist.get_rank(), dist.get_world_size()
+    X, y, _ = make_data(90, 3, 2, "float64")
+    X, y = rank_part(X, y, rank, world)
+    messages = {}
+    for what in ("features", "outputs"):
+        Xr, yr = X, y
+        if rank == world - 1 and world > 1:
+            Xr, yr = (X[:, :-1], y) if what == "features" else (X, np.concatenate([y, y[:, :1]], 1))
+        try:
+            kd.EigenPro3(centers=20, epochs=1, dtype="float64", device="cpu", random_state=0,
+                         data_sharding="rows").fit(Xr, yr)
+            messages[what] = "no error"
+        except ValueError as err:
+            messages[what] = str(err)
+    return messages
 
 
 def mismatched_data_message():

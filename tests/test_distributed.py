@@ -116,6 +116,59 @@ def test_sharded_fit_resumes_from_checkpoints(name, resumed):
     assert _rel(from_sharded, raw) < tol
 
 
+@pytest.mark.parametrize("world_size", [1, 2, 3])
+@pytest.mark.parametrize("name", scenarios.SHARDED_DATA_CASES)
+def test_sharded_data_fit_matches_single_process_fit_on_all_the_data(name, world_size):
+    """Each rank passes only its unequal part (240 rows: 100/140, 60/80/100): the fit is the
+    single-process fit on all the rows."""
+    model, raw = single(name)
+    tol = RTOL[scenarios.CASES[name][1][3]]
+    results = runs(world_size)
+    first = results[0]["sharded_data"][name]
+    for rank, result in enumerate(results):
+        out = result["sharded_data"][name]
+        np.testing.assert_array_equal(out["raw"], first["raw"], err_msg=f"rank {rank} differs from rank 0")
+        assert _rel(out["raw"], raw) < tol, f"rank {rank}"
+        assert _rel(out["weights"], model.weights_.numpy()) < 100 * tol
+        np.testing.assert_allclose(out["objective"], [r["objective"] for r in model.history_], rtol=100 * tol)
+    assert first["full_gradient"] == bool(getattr(model, "full_gradient_", False))
+
+
+@pytest.mark.parametrize("name", ["ep3_span", "ep4_sample_ridge"])
+def test_sharded_data_is_not_a_fit_on_one_part(name):
+    """The fit on the parts is far from a fit on rank 0's part alone (what silently replicated
+    local data would give), so the test above can tell."""
+    cls_name, data, params = scenarios.CASES[name]
+    X, y, X_test = scenarios.make_data(*data)
+    X0, y0 = scenarios.rank_part(X, y, 0, 2)
+    part_only = getattr(kops, cls_name)(dtype=data[3], device="cpu", random_state=3, **params).fit(X0, y0)
+    sharded = runs(2)[0]["sharded_data"][name]["raw"]
+    assert _rel(sharded, np.asarray(part_only.decision_function(X_test))) > 1e-2
+
+
+def test_sharded_data_with_other_features_or_outputs_fails_on_every_rank():
+    for result in runs(2), runs(3):
+        for rank, r in enumerate(result):
+            features, outputs = r["sharded_mismatch"]["features"], r["sharded_mismatch"]["outputs"]
+            assert features.startswith("X") and "same number of columns" in features, (rank, features)
+            assert "2 columns" in features and "3 columns" in features, features
+            assert outputs.startswith("y") and "same number of columns" in outputs, (rank, outputs)
+
+
+def test_sharded_data_refuses_what_it_does_not_support(tmp_path):
+    from kops.solvers.checkpoint import checkpointing
+
+    X, y, _ = scenarios.make_data(40, 3, 1, "float64")
+    model = kd.EigenPro4(centers=10, epochs=1, data_sharding="rows")
+    with pytest.raises(NotImplementedError, match="sample_weight"):
+        model.fit(X, y, sample_weight=np.ones(40))
+    with pytest.raises(ValueError, match="data_sharding must be one of"):
+        kd.EigenPro4(centers=10, data_sharding="columns").fit(X, y)
+    with pytest.raises(NotImplementedError, match="checkpoints are not supported with data_sharding='rows'"):
+        with checkpointing(model, tmp_path / "ckpt", every=1):
+            model.fit(X, y)
+
+
 def test_ranks_with_different_data_fail_with_a_clear_error():
     messages = [r["mismatch"] for r in runs(2)]
     assert all("same on every rank" in m and "1 of 2 ranks" in m for m in messages), messages
@@ -189,7 +242,8 @@ def test_parameters_and_classes():
     model = kd.EigenPro4("gaussian", 2.0, centers=30, epochs=3, process_group=None)
     params = model.get_params()
     assert params["process_group"] is None and params["centers"] == 30 and params["kernel"] == "gaussian"
-    assert set(params) == set(kops.EigenPro4().get_params()) | {"process_group"}
+    assert set(params) == set(kops.EigenPro4().get_params()) | {"process_group", "data_sharding"}
+    assert params["data_sharding"] == "replicated"
     assert isinstance(model, kops.EigenPro4)
     assert kd.sharded_estimator(kops.EigenPro3) is kd.EigenPro3
     assert kd.sharded_estimator("EigenPro2") is kd.EigenPro2
@@ -217,6 +271,38 @@ def test_all_gather_rows_world_of_one(tmp_path):
         torch.testing.assert_close(product(x, a), ref)
         g = torch.randn(5, 3, dtype=torch.float64)
         torch.testing.assert_close(product.transpose(x, g), torch.exp(-torch.cdist(z, x) / 2.0) @ g)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_sample_weights_and_sharded_rows_on_a_world_of_one(tmp_path):
+    """Unequal sample weights are refused (equal ones rescale the ridge); ShardedRows on one
+    rank returns the rows asked, in their order."""
+    from kops.distributed.data import ShardedRows, take_rows
+
+    if dist.is_initialized():
+        pytest.skip("a default group is initialised in this process")
+    store = dist.FileStore(str(tmp_path / "store"), 1)
+    dist.init_process_group("gloo", store=store, rank=0, world_size=1)
+    try:
+        X, y, _ = scenarios.make_data(60, 3, 1, "float64")
+        weights = np.ones(60)
+        weights[0] = 5.0
+        for cls in (kd.EigenPro2, kd.EigenPro3, kd.EigenPro4):
+            kwargs = {} if cls is kd.EigenPro2 else {"centers": 20}
+            with pytest.raises(ValueError, match="accepts only equal weights"):
+                cls(epochs=1, dtype="float64", device="cpu", **kwargs).fit(X, y, sample_weight=weights)
+        t = torch.arange(12.0).reshape(6, 2)
+        rows = ShardedRows(t, dist.group.WORLD, "X")
+        assert rows.shape == (6, 2) and rows.shard.sizes == [6]
+        idx = torch.tensor([4, 0, 5, 0])
+        np.testing.assert_array_equal(rows[idx], t[idx])
+        np.testing.assert_array_equal(rows[1:4], t[1:4])
+        u = torch.arange(6.0)[:, None] * 10
+        xb, ub = take_rows(idx, rows, ShardedRows(u, dist.group.WORLD, "y", sizes=[6]))
+        np.testing.assert_array_equal(ub, u[idx])
+        with pytest.raises(TypeError, match="long tensor"):
+            rows[[1, 2]]
     finally:
         dist.destroy_process_group()
 

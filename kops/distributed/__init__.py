@@ -7,6 +7,8 @@ launched by ``torchrun``::
     import kops.distributed as kd
     model = kd.EigenPro4("laplacian", 10.0, centers=1000, random_state=0)  # the default group
     model.fit(X, y)                   # every rank passes the same X, y
+    # or each rank its own contiguous rows, in rank order (batches assembled by all-gathers):
+    # kd.EigenPro4(..., data_sharding="rows").fit(X[lo:hi], y[lo:hi])
     pred = model.predict(X_test)      # a collective: every rank gets all predictions
     single = model.gathered()         # a kops.EigenPro4 with all centers and weights
 
@@ -16,6 +18,9 @@ launched by ``torchrun``::
   sharded by rows; ``process_group`` is a ProcessGroup, or None for the default group
   (initialised from torchrun's environment when needed). Results equal the single-process
   fit with the same ``random_state`` to rounding (:mod:`kops.distributed.estimators`).
+* :class:`~kops.distributed.data.ShardedRows`: training rows partitioned over the ranks
+  (``data_sharding="rows"``), indexed by global rows through an all-gather
+  (:mod:`kops.distributed.data`).
 * :func:`launch`: run a function on N local processes in one Gloo group (tests, benchmarks).
 * :class:`DistributedError`: a collective failed (a rank died or timed out).
 

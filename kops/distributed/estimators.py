@@ -22,15 +22,34 @@ rows (``shard_`` says which); ``predict`` / ``score`` / ``decision_function`` ar
 collectives (every rank calls them with the same X) and return the full result on every
 rank; :meth:`gathered` returns the equivalent single-process estimator (for saving).
 
-Not sharded: the training data (every rank holds X and y), the set-up's temporaries (each
-rank computes them once, as a single process would), the Nystrom sample and its
-eigenvectors (s x q), and the float64 Cholesky factor of the span preconditioner (small p).
+Not sharded by default: the training data (every rank holds X and y), the set-up's
+temporaries (each rank computes them once, as a single process would), the Nystrom sample
+and its eigenvectors (s x q), and the float64 Cholesky factor of the span preconditioner
+(small p).
+
+Sharded data (``data_sharding="rows"``): each rank passes its own contiguous part of the
+training set to ``fit`` (rank 0 the first rows, then rank 1's, ...; any sizes, at least 2
+rows each; the same features, ``dtype`` and target columns on every rank, ValueError naming
+the argument on every rank otherwise). The global n and the row offsets come from one
+all-gather of the part sizes; every random draw is the global one, and the rows a draw
+picks (the bandwidth sample, the metrics subset, the centers, the Nystrom sample, the
+probe batch, each batch X_B, Y_B) are assembled on every rank by an all-gather of the rows
+each rank owns (:mod:`kops.distributed.data`): per batch of m points about m x (d + c)
+floats more than the replicated fit, and the fit equals the single-process fit on the
+concatenated data. EigenPro 2's centers are its training points: its model shard is the
+data shard (rank r holds the weights of its own rows, so its centers are not gathered).
+Full-gradient epochs pass over the data in steps that take about m / P rows of every
+rank's part (all of X and Y move through all-gathers once per epoch). Not supported with
+sharded data: ``sample_weight``, checkpoints (NotImplementedError naming the option), and
+prediction on each rank's own rows (``predict`` / ``score`` take the same X on every rank;
+different X is a ValueError on every rank).
 """
 from __future__ import annotations
 
 import inspect
 import numbers
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -38,12 +57,16 @@ from .. import solvers
 from ..config import get_memory_budget
 from ..ops import kmv
 from ..solvers._sampling import batches, make_generator
-from ..solvers._validation import check_epochs, check_ridge
+from ..solvers._validation import check_epochs, check_ridge, check_y, is_classification_target, kernel_of
+from ..solvers.base import median_bandwidth
 from ..solvers.eigenpro4 import projection_interval
 from ..solvers.iterations import reuse_kernel_block
 from ..solvers.iterations import FullGradientDescent
+from ..solvers.sklearn_compat import validate_fit_input
 from .checkpoint import GatheredState, ShardedCheckpointer
-from .group import Shard, all_gather_rows, all_reduce, broadcast, rank_of, resolve_group, world_size_of
+from .data import DATA_SHARDING, ShardedRows, take_rows
+from .group import (Shard, all_gather_objects, all_gather_rows, all_reduce, broadcast, rank_of, resolve_group,
+                    world_size_of)
 from .preconditioning import ShardedCorrection, ShardedProjector
 from .product import ShardedKernelProduct
 from .steps import (ShardedDelayedProjection, ShardedFullGradientDescent, sharded_eigenpro2_epoch,
@@ -53,6 +76,8 @@ __all__ = ["EigenPro2", "EigenPro3", "EigenPro4", "sharded_estimator"]
 
 #: fitted attributes of the sharded estimators only (not copied by ``gathered``)
 _SHARDED_ATTRS = ("process_group_", "rank_", "world_size_", "shard_", "product_", "all_centers_", "projector_")
+#: the sharded estimators' own parameters (not the single-process class's)
+_SHARDED_PARAMS = ("process_group", "data_sharding")
 
 
 class _ShardedModel:
@@ -60,24 +85,99 @@ class _ShardedModel:
 
     _single = None  # the single-process estimator class
 
-    def __init__(self, *args, process_group=None, **params):
+    def __init__(self, *args, process_group=None, data_sharding="replicated", **params):
         self._single.__init__(self, *args, **params)
         self.process_group = process_group
+        self.data_sharding = data_sharding
 
     # ------------------------------------------------------------------ set-up
+    def _rows_sharded(self) -> bool:
+        if self.data_sharding not in DATA_SHARDING:
+            raise ValueError(f"data_sharding must be one of {', '.join(map(repr, DATA_SHARDING))}, got "
+                             f"{self.data_sharding!r}")
+        return self.data_sharding == "rows"
+
+    def fit(self, X, y, X_val=None, y_val=None, sample_weight=None):
+        """Fit the model (a collective: every rank calls it).
+
+        With ``data_sharding="replicated"`` (default) every rank passes the same X (n, d) and
+        y; with ``"rows"`` each rank passes its own contiguous part (n_r, d) of the training
+        set in rank order (the module docstring). Other parameters as in the single-process
+        ``fit``; ``X_val``, ``y_val`` are the same on every rank.
+        """
+        if self._rows_sharded():
+            if sample_weight is not None:
+                raise NotImplementedError("sample_weight is not supported with data_sharding='rows'; pass "
+                                          "data_sharding='replicated' (every rank holds all the data)")
+            if getattr(self, "_checkpointer", None) is not None:
+                raise NotImplementedError("checkpoints are not supported with data_sharding='rows' (they identify "
+                                          "the fit by a digest of all the data); pass data_sharding='replicated' or "
+                                          "fit without checkpoints")
+            group = self.process_group_ = resolve_group(self.process_group)
+            self.world_size_ = world_size_of(group)
+            X, y, _ = self._agreed(lambda: validate_fit_input(self, X, y, None), "X, y")
+        try:
+            return super().fit(X, y, X_val, y_val, sample_weight)
+        finally:
+            self.__dict__.pop("_train_rows", None)
+
     def _setup(self, X_raw):
         group = self.process_group_ = resolve_group(self.process_group)
         self.rank_, self.world_size_ = rank_of(group), world_size_of(group)
-        saved = self.random_state, self.device
+        saved = self.random_state, self.device, self.bandwidth
+        median = self.bandwidth is None and isinstance(self.kernel, str)
         try:  # every rank runs the same set-up: rank 0's seed, this rank's device
             self.random_state = self._shared_seed()
             if self.device is None and dist.get_backend(group) == "nccl":
                 self.device = torch.device("cuda", torch.cuda.current_device())
             elif self.device is None:
                 self.device = "cpu"
-            return super()._setup(X_raw)
+            if not self._rows_sharded():
+                return super()._setup(X_raw)
+            if median:  # measured below on rows of all the data, not this rank's part
+                self.bandwidth = 1.0
+            X = self._train_rows = ShardedRows(self._agreed(lambda: super(_ShardedModel, self)._setup(X_raw), "X"),
+                                               group, "X")
+            if median:
+                self.kernel_ = kernel_of(self.kernel, median_bandwidth(X, self.generator_))
+            return X
         finally:
-            self.random_state, self.device = saved
+            self.random_state, self.device, self.bandwidth = saved
+
+    def _agreed(self, check, name):
+        """``check()``'s result; when it raises ValueError or TypeError on any rank, every rank
+        raises (the first failing rank's message), so a bad part does not leave the others
+        waiting in the next collective."""
+        try:
+            result, message = check(), None
+        except (ValueError, TypeError) as err:
+            result, message = None, f"{type(err).__name__}: {err}"
+        failed = [(r, m) for r, m in enumerate(all_gather_objects(message, self.process_group_)) if m is not None]
+        if failed:
+            rank, first = failed[0]
+            raise ValueError(f"{name} on rank {rank} of {self.world_size_} (data_sharding='rows'): {first}")
+        return result
+
+    def _targets(self, y, n):
+        """The targets: with sharded rows, this rank's part (n_r, c) as ShardedRows with X's
+        partition, one-vs-all over the classes of ALL the ranks' labels."""
+        if not self._rows_sharded():
+            return super()._targets(y, n)
+        rows = self._train_rows
+        task = getattr(self, "task", "auto")
+
+        def encode():
+            t = check_y(y, "y", rows.local.shape[0])
+            return t, (task == "classification" or (task == "auto" and is_classification_target(t)))
+
+        t, classify = self._agreed(encode, "y")
+        if classify:  # every rank's labels: a part may miss a class
+            labels = t.numpy() if isinstance(t, torch.Tensor) else t
+            classes = np.unique(np.concatenate(all_gather_objects(np.unique(labels), self.process_group_)))
+            t = np.concatenate([classes, labels])  # encoded with every class, then the prefix dropped
+        Y = self._agreed(lambda: super(_ShardedModel, self)._targets(t, t.shape[0]), "y")
+        Y = Y[len(classes):] if classify else Y
+        return ShardedRows(Y.contiguous(), self.process_group_, "y")
 
     def _shared_seed(self) -> int:
         given = self.random_state
@@ -92,16 +192,27 @@ class _ShardedModel:
             else torch.device("cpu")
 
     def _check_same_data(self, X, Y):
-        """Every rank must pass the same X and y: compare shapes and sums with rank 0's."""
-        mine = torch.tensor([X.shape[0], X.shape[1], Y.shape[1], float(X.to(torch.float64).sum()),
-                             float(X.to(torch.float64).square().sum()), float(Y.to(torch.float64).sum())],
-                            dtype=torch.float64, device=X.device)
+        """Every rank must pass the same X and y: compare shapes and sums with rank 0's
+        (nothing to compare when each rank passes its part: ``data_sharding="rows"``)."""
+        if isinstance(X, ShardedRows):
+            return
+        differs = self._ranks_differing(X, Y)
+        if differs:
+            raise ValueError(f"X and y must be the same on every rank: {differs} of {self.world_size_} ranks "
+                             "passed data that differs from rank 0's (shape or values); to pass each rank's own "
+                             "rows, use data_sharding='rows'")
+
+    def _ranks_differing(self, X, Y=None) -> int:
+        """How many ranks hold another X (and Y) than rank 0: shapes and sums compared
+        (one broadcast and one all-reduce of a few numbers)."""
+        X64 = X.to(torch.float64)
+        values = [X.shape[0], X.shape[1], float(X64.sum()), float(X64.square().sum())]
+        if Y is not None:
+            values += [Y.shape[1], float(Y.to(torch.float64).sum())]
+        mine = torch.tensor(values, dtype=torch.float64, device=self._comm_device())
         first = broadcast(mine.clone(), self.process_group_)
-        differs = all_reduce(torch.tensor([float(not torch.equal(mine, first))], dtype=torch.float64,
-                                          device=X.device), self.process_group_)
-        if float(differs) > 0:
-            raise ValueError(f"X and y must be the same on every rank: {int(differs)} of {self.world_size_} ranks "
-                             "passed data that differs from rank 0's (shape or values)")
+        flag = torch.tensor([float(not torch.equal(mine, first))], dtype=torch.float64, device=mine.device)
+        return int(all_reduce(flag, self.process_group_))
 
     def _agree(self, *values):
         """Rank 0's values of the scalars that decide the control flow (one broadcast)."""
@@ -109,12 +220,33 @@ class _ShardedModel:
         return [type(v)(x) for v, x in zip(values, t.tolist())]
 
     def _shard_model(self, Z, name):
-        """Shard the centers Z (p x d) by rows; ``centers_`` becomes this rank's rows."""
-        shard = self.shard_ = Shard(Z.shape[0], self.rank_, self.world_size_, name)
-        self.all_centers_ = Z
-        self.centers_ = Z[shard.slice]
+        """Shard the centers Z (p x d) by rows; ``centers_`` becomes this rank's rows. Centers
+        that are sharded training rows (EigenPro 2, ``data_sharding="rows"``) keep the data's
+        partition: each rank's centers are its own rows (``all_centers_`` is None then)."""
+        if isinstance(Z, ShardedRows):
+            shard = self.shard_ = Z.shard
+            self.all_centers_ = None
+            self.centers_ = Z.local
+        else:
+            shard = self.shard_ = Shard(Z.shape[0], self.rank_, self.world_size_, name)
+            self.all_centers_ = Z
+            self.centers_ = Z[shard.slice]
         self.product_ = ShardedKernelProduct(self.centers_, self.kernel_, shard, self.process_group_)
         return shard
+
+    def _all_centers(self):
+        """All the centers (p, d): replicated, or gathered from the ranks' rows (a collective)."""
+        if self.all_centers_ is not None:
+            return self.all_centers_
+        return all_gather_rows(self.centers_, self.shard_, self.process_group_)
+
+    def _same_points(self, Z, X) -> bool:
+        """Whether the centers Z (p, d) are the training points X (the same answer on every rank)."""
+        if not isinstance(X, ShardedRows):
+            return Z.shape == X.shape and torch.equal(Z, X)
+        same = tuple(Z.shape) == tuple(X.shape) and torch.equal(Z[X.shard.slice], X.local)
+        flag = torch.tensor([float(not same)], dtype=torch.float64, device=self._comm_device())
+        return float(all_reduce(flag, self.process_group_)) == 0
 
     def _warm_start_weights(self, X, Y):
         """The previous fit's centers and weights, gathered (a collective), for ``warm_start``;
@@ -128,7 +260,7 @@ class _ShardedModel:
                              "warm_start=False")
         if shard is not None:
             saved = self.centers_, self.weights_
-            self.centers_ = self.all_centers_
+            self.centers_ = self._all_centers()
             self.weights_ = all_gather_rows(self.weights_, shard, self.process_group_)
             try:
                 return super()._warm_start_weights(X, Y)
@@ -155,6 +287,13 @@ class _ShardedModel:
 
     # ---------------------------------------------------------- sharded products
     def _raw(self, X):
+        """``K(X, Z) alpha`` on every rank (a collective): X must be the same on every rank,
+        also when the training data were sharded (ValueError on every rank otherwise)."""
+        differs = self._ranks_differing(X)
+        if differs:
+            raise ValueError(f"X must be the same on every rank for predict, decision_function and score (they are "
+                             f"collectives over the sharded model): {differs} of {self.world_size_} ranks passed "
+                             "another X than rank 0's; with data_sharding='rows' only fit takes each rank's part")
         return self.product_(X, self.weights_)
 
     def _ridge_term(self) -> float:
@@ -163,7 +302,7 @@ class _ShardedModel:
             return 0.0
         a = self.weights_
         full = all_gather_rows(a, self.shard_, self.process_group_)
-        local = (a * kmv(self.centers_, self.all_centers_, full, self.kernel_)).sum().to(torch.float64)
+        local = (a * kmv(self.centers_, self._all_centers(), full, self.kernel_)).sum().to(torch.float64)
         return 0.5 * ridge / self._n * float(all_reduce(local.reshape(1), self.process_group_))
 
     def gathered(self):
@@ -175,26 +314,27 @@ class _ShardedModel:
         parameters and fitted attributes, ``centers_`` (p, d) and ``weights_`` (p, c).
         """
         self._check_fitted()
-        params = {k: v for k, v in self.get_params(deep=False).items() if k != "process_group"}
+        params = {k: v for k, v in self.get_params(deep=False).items() if k not in _SHARDED_PARAMS}
         single = self._single(**params)
         for key, value in vars(self).items():
-            if key not in _SHARDED_ATTRS and key not in params and key != "process_group":
+            if key not in _SHARDED_ATTRS and key not in params and key not in _SHARDED_PARAMS:
                 setattr(single, key, value)
-        single.centers_ = self.all_centers_
+        single.centers_ = self._all_centers()
         single.weights_ = all_gather_rows(self.weights_, self.shard_, self.process_group_)
         return single
 
 
 def _signature_with_group(cls):
-    """``cls.__init__``'s signature: the single-process one plus ``process_group`` (what
-    get_params / clone read)."""
+    """``cls.__init__``'s signature: the single-process one plus ``process_group`` and
+    ``data_sharding`` (what get_params / clone read)."""
     base = inspect.signature(cls._single.__init__)
     group = inspect.Parameter("process_group", inspect.Parameter.KEYWORD_ONLY, default=None)
+    data = inspect.Parameter("data_sharding", inspect.Parameter.KEYWORD_ONLY, default="replicated")
 
-    def __init__(self, *args, process_group=None, **params):
-        _ShardedModel.__init__(self, *args, process_group=process_group, **params)
+    def __init__(self, *args, process_group=None, data_sharding="replicated", **params):
+        _ShardedModel.__init__(self, *args, process_group=process_group, data_sharding=data_sharding, **params)
 
-    __init__.__signature__ = base.replace(parameters=list(base.parameters.values()) + [group])
+    __init__.__signature__ = base.replace(parameters=list(base.parameters.values()) + [group, data])
     __init__.__doc__ = cls._single.__init__.__doc__
     cls.__init__ = __init__
     return cls
@@ -209,13 +349,13 @@ class EigenPro2(_ShardedModel, solvers.EigenPro2):
 
     def _fit(self, X, Y):
         epochs = check_epochs(self.epochs)
-        ridge = check_ridge(self.ridge)
+        ridge = self._uniform_weight_ridge(check_ridge(self.ridge))  # unequal sample weights: ValueError
         self._check_same_data(X, Y)
         idx, P, m, eta = self._setup_eigenpro2(X, Y, ridge)
         m, eta = self._agree(m, eta)
         n, c = X.shape[0], Y.shape[1]
         warm = self._warm_start_weights(X, Y)
-        if warm is not None and not (warm[0].shape == X.shape and torch.equal(warm[0], X)):
+        if warm is not None and not self._same_points(warm[0], X):
             raise ValueError("warm_start: EigenPro2's centers are its training points, so a warm start needs the "
                              "same X as the previous fit")
         shard = self._shard_model(X, "n (training points)")
@@ -274,7 +414,7 @@ class EigenPro3(_ShardedProjected, solvers.EigenPro3):
 
     def _fit(self, X, Y):
         epochs = check_epochs(self.epochs)
-        ridge = check_ridge(self.ridge)
+        ridge = self._uniform_weight_ridge(check_ridge(self.ridge))  # unequal sample weights: ValueError
         Z, corr, projector, m = self._setup_sharded(X, Y, ridge)
         del self._probe
         m, eta = self._agree(m, self.step_size_)
@@ -294,7 +434,7 @@ class EigenPro3(_ShardedProjected, solvers.EigenPro3):
             perm = torch.randperm(n, generator=gen).to(X.device)
             done = 0
             for b in batches(perm, m):
-                sharded_projected_step(product, alpha, scorr, sproj, X[b], Y[b], eta, ridge=ridge, n=n)
+                sharded_projected_step(product, alpha, scorr, sproj, *take_rows(b, X, Y), eta, ridge=ridge, n=n)
                 done += b.shape[0]
                 progress.update(done)
 
@@ -311,7 +451,7 @@ class EigenPro4(_ShardedProjected, solvers.EigenPro4):
 
     def _fit(self, X, Y):
         epochs = check_epochs(self.epochs)
-        ridge = check_ridge(self.ridge)
+        ridge = self._uniform_weight_ridge(check_ridge(self.ridge))  # unequal sample weights: ValueError
         Z, corr, projector, m = self._setup_sharded(X, Y, ridge)
         n, d = X.shape
         p, c = Z.shape[0], Y.shape[1]
@@ -351,7 +491,7 @@ class EigenPro4(_ShardedProjected, solvers.EigenPro4):
             perm = torch.randperm(n, generator=gen).to(X.device)
             done = 0
             for b in batches(perm, m):
-                state.step(X[b], Y[b])
+                state.step(*take_rows(b, X, Y))
                 done += b.shape[0]
                 progress.update(done)
             state.project()

@@ -23,7 +23,7 @@ import torch.distributed as dist
 
 __all__ = ["DistributedError", "Shard", "resolve_group", "init_from_env", "launched_by_torchrun", "rank_of",
            "world_size_of",
-           "all_reduce", "broadcast", "all_gather_rows", "DEFAULT_TIMEOUT_S"]
+           "all_reduce", "broadcast", "all_gather_rows", "all_gather_padded", "all_gather_objects", "DEFAULT_TIMEOUT_S"]
 
 #: seconds a collective may wait for the other ranks (``KOPS_DIST_TIMEOUT`` overrides)
 DEFAULT_TIMEOUT_S = 300.0
@@ -132,14 +132,23 @@ class Shard:
     rank, world_size : int
     name : str
         The argument named in the error when ``p < world_size``.
+    sizes : list of int, optional
+        The ranks' row counts when the partition is given (rows partitioned by the caller,
+        e.g. training data passed in parts); they must sum to p.
     """
 
-    def __init__(self, p: int, rank: int, world_size: int, name: str = "rows"):
+    def __init__(self, p: int, rank: int, world_size: int, name: str = "rows", sizes=None):
         if p < world_size:
             raise ValueError(f"{name} = {p} is smaller than the number of processes ({world_size}): every rank "
                              "needs at least one row; use fewer processes or more rows")
         self.p, self.rank, self.world_size = p, rank, world_size
-        self.sizes = [p // world_size + (r < p % world_size) for r in range(world_size)]
+        if sizes is not None:
+            if len(sizes) != world_size or sum(sizes) != p or min(sizes) < 0:
+                raise ValueError(f"{name}: the row counts {list(sizes)} are not a partition of {p} rows over "
+                                 f"{world_size} ranks")
+            self.sizes = [int(k) for k in sizes]
+        else:
+            self.sizes = [p // world_size + (r < p % world_size) for r in range(world_size)]
         self.starts = [sum(self.sizes[:r]) for r in range(world_size)]
         self.lo = self.starts[rank]
         self.hi = self.lo + self.sizes[rank]
@@ -168,15 +177,38 @@ def batch_part(m: int, rank: int, world_size: int) -> slice:
 def all_gather_rows(local: torch.Tensor, shard: Shard, group) -> torch.Tensor:
     """The (p, ...) tensor whose rows ``shard.lo:shard.hi`` are each rank's ``local``.
 
-    Shards differ by at most one row, so each is padded to the largest before the gather.
-    Volume: ``p * prod(shape[1:])`` elements received per rank.
+    Each shard is padded to the largest before the gather (:func:`all_gather_padded`).
+    Volume: ``P * max(shard.sizes) * prod(shape[1:])`` elements received per rank.
     """
-    size = max(shard.sizes)
+    return all_gather_padded(local, shard.sizes, group)
+
+
+def all_gather_padded(local: torch.Tensor, sizes, group) -> torch.Tensor:
+    """The rows of every rank's ``local`` in rank order, ``sizes[r]`` rows from rank r.
+
+    Every rank knows ``sizes`` (they are not communicated); each part is padded to
+    ``max(sizes)`` rows, so ``P * max(sizes) * prod(shape[1:])`` elements are received per
+    rank. Returns a (sum(sizes), ...) tensor.
+    """
+    size = max(sizes)
+    if local.shape[0] != sizes[rank_of(group)]:
+        raise ValueError(f"all_gather_padded: this rank's part has {local.shape[0]} rows, sizes say "
+                         f"{sizes[rank_of(group)]}")
     padded = local.new_zeros((size,) + tuple(local.shape[1:]))
     padded[: local.shape[0]] = local
-    parts = [torch.empty_like(padded) for _ in range(shard.world_size)]
+    parts = [torch.empty_like(padded) for _ in sizes]
     try:
         dist.all_gather(parts, padded, group=group)
     except Exception as err:
         raise _fail(f"all_gather of {tuple(local.shape)} shards", group, err) from err
-    return torch.cat([part[:rows] for part, rows in zip(parts, shard.sizes)])
+    return torch.cat([part[:rows] for part, rows in zip(parts, sizes)])
+
+
+def all_gather_objects(obj, group) -> list:
+    """Every rank's picklable ``obj`` (small: labels, error messages), in rank order."""
+    out = [None] * world_size_of(group)
+    try:
+        dist.all_gather_object(out, obj, group=group)
+    except Exception as err:
+        raise _fail("all_gather_object", group, err) from err
+    return out

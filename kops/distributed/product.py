@@ -11,8 +11,10 @@ For a batch X_B (m x d) that every rank holds:
 
 So the kernel work per batch, ``m p d``, is divided by P while the communication, ``m c``,
 does not grow with p or d. When the ranks hold disjoint parts of the batch instead, an
-all-gather of X_B (m x d floats) comes first; the solvers here read the batch from the
-training data every rank holds, so they do not need it.
+all-gather of X_B (m x d floats) comes first: the solvers here read the batch from the
+training data every rank holds, or, with ``data_sharding="rows"`` (each rank holds its part
+of the training data), assemble X_B and Y_B by one all-gather of m x (d + c) floats
+(:mod:`kops.distributed.data`) before the product.
 """
 from __future__ import annotations
 

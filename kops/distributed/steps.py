@@ -5,17 +5,20 @@ draws, on this rank's rows of the model: the prediction on the batch is the shar
 (:class:`~kops.distributed.product.ShardedKernelProduct`: a local fused product plus one
 all-reduce of m x c), the gradient's values on the centers are local, the preconditioner
 and the projection are the sharded ones (:mod:`kops.distributed.preconditioning`). Every
-rank holds the batch (it indexes the training data every rank holds).
+rank holds the batch (it indexes the training data every rank holds, or assembles it from
+the ranks' parts with ``data_sharding="rows"``).
 
 Communication per batch of m points, c outputs, q damped directions, s Nystrom points:
 
 * :func:`sharded_eigenpro2_epoch`: one all-reduce of m x c.
+* With sharded data (:mod:`kops.distributed.data`), every function also assembles its batch
+  X_B, Y_B from the ranks' rows: one all-gather of m x (d + c) floats per batch.
 * :func:`sharded_projected_step` (EigenPro 3): one all-reduce of m x c, one of q x c, and the
   projection (an all-gather of p x c when exact; per step one all-reduce of s x c and one
   all-gather of p x c when iterative); with a ridge one more of q x c and one of ``f`` on
   the correction's rows.
 * :class:`ShardedFullGradientDescent` (large ridges): per chunk of m points one all-reduce of
-  m x 2c; per epoch the projection, two all-reduces of q x c (the correction) and, with a
+  m x 2c (with sharded data also one all-gather of the chunk's rows, m x (d + c)); per epoch the projection, two all-reduces of q x c (the correction) and, with a
   ridge, the product with ``K(Z, Z)`` (an all-gather of p x 2c) and two scalars.
 * :class:`ShardedDelayedProjection` (EigenPro 4): one all-reduce of m x c (one per row tile
   when the kernel block is formed, m x c in all) and one of q x c; the projection every T
@@ -29,7 +32,8 @@ import torch
 from ..ops import kernel_matrix, kmv
 from ..solvers._sampling import batches
 from ..solvers.iterations import FullGradientDescent
-from .group import Shard, all_reduce, batch_part
+from .data import ShardedRows, local_part, take_rows
+from .group import Shard, all_gather_padded, all_reduce, batch_part
 
 __all__ = ["sharded_eigenpro2_epoch", "sharded_projected_step", "ShardedDelayedProjection",
            "ShardedFullGradientDescent"]
@@ -40,8 +44,10 @@ def sharded_eigenpro2_epoch(x, targets, weights, shard: Shard, precond, nystrom_
     """One EigenPro 2 epoch (:func:`kops.solvers.iterations.eigenpro2_epoch`) on row shards.
 
     ``weights`` (n_r x c) are this rank's rows ``shard.lo:shard.hi`` of the weights, updated
-    in place; ``x`` (n x d) and ``targets`` (n x c) are all the points on every rank. Each
-    batch B::
+    in place; ``x`` (n x d) and ``targets`` (n x c) are all the points on every rank, or
+    :class:`~kops.distributed.data.ShardedRows` partitioned as ``shard`` (each rank holds
+    its own rows, the centers of its weights; each batch's rows are then all-gathered, one
+    all-gather of m x (d + c) in all). Each batch B::
 
         g = sum_r [K(x_B, x_r) w_r + ridge w_r[B]] - t_B     # local product, all-reduce m x c
         w_r[B] -= eta g;  w_r[S] += eta E D E^T K(x_S, x_B) g  # the rows owned here
@@ -55,18 +61,18 @@ def sharded_eigenpro2_epoch(x, targets, weights, shard: Shard, precond, nystrom_
     """
     kernel = precond.kernel if kernel is None else kernel
     n = x.shape[0]
-    x_r = x[shard.slice]
+    x_r = local_part(x, shard)
     perm = torch.randperm(n, generator=generator).to(x.device)
     s_mask, s_local = shard.local(nystrom_idx)
     done, seen = 0, 0.0
     for b in batches(perm, batch_size):
-        xb = x[b]
+        xb, tb = take_rows(b, x, targets)
         mask, local = shard.local(b)
         g = kmv(xb, x_r, weights, kernel)
         if ridge:
             g.index_add_(0, mask.nonzero(as_tuple=True)[0], weights[local], alpha=ridge)
         all_reduce(g, group)
-        g -= targets[b]
+        g -= tb
         seen += float(g.square().sum())
         corr = precond.correction(xb, g)
         weights.index_add_(0, local, g[mask], alpha=-eta)
@@ -282,3 +288,29 @@ class ShardedFullGradientDescent(FullGradientDescent):
     def _dot(self, a, b) -> float:
         local = (a * b).sum().to(torch.float64).reshape(1)
         return float(all_reduce(local, self.group))
+
+    def _pass(self, X, Y, V, progress):
+        """The pass over the data; with :class:`~kops.distributed.data.ShardedRows` (each rank
+        holds its part) each step takes the next ``ceil(chunk / P)`` rows of every rank's part,
+        all-gathered (about chunk x (d + c) floats; all of X and Y once per epoch), so the
+        sums over the data are the single-process ones in another order."""
+        if not isinstance(X, ShardedRows):
+            return super()._pass(X, Y, V, progress)
+        sizes, rank, d, c = X.shard.sizes, X.shard.rank, X.shape[1], Y.shape[1]
+        part = max(1, -(-self.chunk // len(sizes)))
+        A = torch.zeros(self.Z.shape[0], V.shape[1], dtype=V.dtype, device=V.device)
+        gram = torch.zeros(V.shape[1] // c, V.shape[1] // c, dtype=torch.float64, device=V.device)
+        done = 0
+        for r0 in range(0, max(sizes), part):
+            counts = [max(0, min(part, size - r0)) for size in sizes]
+            mine = slice(r0, r0 + counts[rank])
+            rows = all_gather_padded(torch.cat([X.local[mine], Y.local[mine].to(X.dtype)], 1), counts, self.group)
+            yb = torch.cat([rows[:, d:], rows.new_zeros(rows.shape[0], V.shape[1] - c)], 1)
+            R, Ab = self._gradient(rows[:, :d].contiguous(), yb, V)
+            A += Ab
+            blocks = R.to(torch.float64).reshape(R.shape[0], -1, c)
+            gram += torch.einsum("nic,njc->ij", blocks, blocks)
+            done += rows.shape[0]
+            if progress is not None:
+                progress.update(done)
+        return A, gram

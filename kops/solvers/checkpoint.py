@@ -46,7 +46,7 @@ SETUP_FORMAT = "kops-checkpoint-setup"
 STATE_FILE = "state.safetensors"
 SETUP_FILE = "setup.safetensors"
 #: parameters that may change between the interrupted fit and its resumption
-_FREE_PARAMS = ("epochs", "verbose", "callback", "process_group")
+_FREE_PARAMS = ("epochs", "verbose", "callback", "process_group", "data_sharding")
 #: the set-up's fitted attributes, walked for tensors
 _SETUP_ATTRIBUTES = ("preconditioner_", "projector_", "centers_")
 #: the set-up's scalars, which must agree on resume
