@@ -24,7 +24,7 @@ def main(argv=None) -> int:
     from .args import build_parser
     from .errors import UsageError
 
-    from .distributed import rank, report_error, silent_rank
+    from .distributed import leave, rank, report_error, silent_rank
 
     parser = build_parser()
     try:
@@ -37,7 +37,7 @@ def main(argv=None) -> int:
     try:
         status = _run(args)
         sys.stdout.flush()  # a closed pipe shows here, inside the handler, not at exit
-        return status
+        return leave(status)  # under torchrun: does not return
     except BrokenPipeError:
         # e.g. ``kops info --json | head``: the reader left; stop quietly, as Unix tools do
         devnull = os.open(os.devnull, os.O_WRONLY)

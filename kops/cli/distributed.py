@@ -21,7 +21,8 @@ import os
 
 from .errors import UsageError
 
-__all__ = ["under_torchrun", "rank", "silent_rank", "join", "report_error", "SHARDED_SOLVERS", "REPORT_DELAY_S"]
+__all__ = ["under_torchrun", "rank", "silent_rank", "join", "leave", "report_error", "SHARDED_SOLVERS",
+           "REPORT_DELAY_S"]
 
 SHARDED_SOLVERS = ("eigenpro4", "eigenpro3", "eigenpro2")
 #: seconds a rank > 0 waits before printing its error (rank 0 reports an error they share)
@@ -75,3 +76,20 @@ def join(args) -> None:
     init_from_env("nccl" if gpu else "gloo")
     if rank() != 0:
         args.quiet, args.json, args.plot, args.metrics = True, False, None, None
+
+
+def leave(status: int) -> int:
+    """End a process that joined the group: after a barrier (every rank done), without
+    tearing the group down, whose Gloo threads occasionally abort the interpreter's exit
+    (exit code -6 after a finished fit). Returns ``status`` where no group was joined."""
+    import sys
+
+    import torch.distributed as dist
+
+    if not (under_torchrun() and dist.is_available() and dist.is_initialized()):
+        return status
+    if status == 0:
+        dist.barrier()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)

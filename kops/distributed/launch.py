@@ -13,6 +13,7 @@ import datetime
 import os
 import pickle
 import shutil
+import sys
 import tempfile
 import time
 import traceback
@@ -48,11 +49,17 @@ def _child(rank, world_size, fn, args, folder, backend, collective_timeout, thre
         result = fn(*args)
         with open(os.path.join(folder, f"{rank}.result"), "wb") as f:
             pickle.dump(result, f)
+        dist.barrier()  # every rank is past its last collective before any leaves
     except BaseException:
         with open(os.path.join(folder, f"{rank}.error"), "w") as f:
             f.write(traceback.format_exc())
         os._exit(1)  # no clean-up: the group may be broken, and destroying it could wait on dead peers
-    dist.destroy_process_group()
+    # Leave without tearing the group down: Gloo's threads occasionally abort the interpreter's
+    # exit ("terminate called without an active exception", exit code -6) after the result is
+    # written, which would fail a finished run. The parent removes the rendezvous folder.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def launch(fn, world_size: int, args=(), *, timeout: float = 120.0, collective_timeout: float = 30.0,
