@@ -5,6 +5,7 @@ Each world size is launched once (fresh processes, file-based rendezvous, a time
 collective and on the whole run) and runs every case of ``distributed_scenarios.CASES``;
 the tests compare what came back.
 """
+import json
 import os
 import subprocess
 import sys
@@ -35,7 +36,7 @@ def runs(world_size):
     """Every case fitted on ``world_size`` processes (once per world size)."""
     if world_size not in _RUNS:
         _RUNS[world_size] = kd.launch(scenarios.run_cases, world_size, (list(scenarios.CASES),), timeout=600,
-                                      collective_timeout=60)
+                                      collective_timeout=120)
     return _RUNS[world_size]
 
 
@@ -64,8 +65,55 @@ def test_sharded_fit_matches_single_process(name, world_size):
         assert _rel(out["weights"], model.weights_.numpy()) < 100 * tol
         np.testing.assert_allclose(out["objective"], [r["objective"] for r in model.history_], rtol=100 * tol)
         np.testing.assert_allclose(out["pred_gathered"], raw, rtol=0, atol=tol * np.abs(raw).max())
+    assert first["full_gradient"] == bool(getattr(model, "full_gradient_", False))
+    if first["full_gradient"]:  # the full-gradient path took the same route (formed tiles or fused)
+        assert first["block_reuse"] == model.block_reuse_
     rows = [result[name]["rows"] for result in results]
     assert sum(rows) == model.weights_.shape[0] and max(rows) - min(rows) <= 1  # sharded, balanced
+
+
+@pytest.mark.parametrize("world_size", [1, 2, 3])
+@pytest.mark.parametrize("name", scenarios.WARM_START_CASES)
+def test_sharded_warm_start_continues_like_the_single_process_fit(name, world_size):
+    first, second = scenarios.warm_start_fit(name, distributed=False)
+    assert _rel(second, first) > 1e-3  # the second epoch moved the model: the test can tell
+    for rank, result in enumerate(runs(world_size)):
+        sharded_first, sharded_second = result["warm_start"][name]
+        assert _rel(sharded_first, first) < 1e-7, f"rank {rank}"
+        assert _rel(sharded_second, second) < 1e-7, f"rank {rank}: the warm start was not continued"
+
+
+@pytest.fixture(scope="module")
+def resumed(tmp_path_factory):
+    """Checkpointed fits resumed on 2 processes (``distributed_scenarios.resume_cases``)."""
+    import shutil
+
+    folder = tmp_path_factory.mktemp("resume")
+    for name in scenarios.RESUME_CASES:  # single-process checkpoints after 1 epoch
+        scenarios.fit_case(name, distributed=False, epochs=1, checkpoint=folder / f"{name}-single")
+        shutil.copytree(folder / f"{name}-single", folder / f"{name}-single-2p")
+    results = kd.launch(scenarios.resume_cases, 2, (str(folder),), timeout=600, collective_timeout=120)
+    return folder, results
+
+
+@pytest.mark.parametrize("name", scenarios.RESUME_CASES)
+def test_sharded_fit_resumes_from_checkpoints(name, resumed):
+    """Fit 1 epoch with checkpoints, resume for the rest: the uninterrupted fit's model, sharded
+    (2 processes from their own checkpoint, and from a single process's) and on one process
+    from the 2 processes' checkpoint (the state is saved gathered)."""
+    folder, results = resumed
+    tol = RTOL[scenarios.CASES[name][1][3]]
+    uninterrupted = runs(2)[0][name]["raw"]
+    _, raw = single(name)
+    for rank, result in enumerate(results):
+        out = result[name]
+        assert out["resumed_at"] == 2 and out["from_single_at"] == 2  # after epoch 1
+        np.testing.assert_array_equal(out["resumed"], uninterrupted, err_msg=f"rank {rank}")
+        assert _rel(out["from_single"], raw) < tol
+    model, from_sharded = scenarios.fit_case(name, distributed=False, checkpoint=folder / f"{name}-2p-epoch1",
+                                             resume=True)
+    assert model.resumed_from_.epoch == 2
+    assert _rel(from_sharded, raw) < tol
 
 
 def test_ranks_with_different_data_fail_with_a_clear_error():
@@ -169,8 +217,55 @@ def test_all_gather_rows_world_of_one(tmp_path):
         torch.testing.assert_close(product(x, a), ref)
         g = torch.randn(5, 3, dtype=torch.float64)
         torch.testing.assert_close(product.transpose(x, g), torch.exp(-torch.cdist(z, x) / 2.0) @ g)
-        X, y, _ = scenarios.make_data(80, 3, 1, "float64")
-        with pytest.raises(NotImplementedError, match="full_gradient=False"):
-            kd.EigenPro3(centers=20, ridge=100.0, full_gradient=True, epochs=1, dtype="float64").fit(X, y)
     finally:
         dist.destroy_process_group()
+
+
+# ------------------------------------------------------------------ the command line under torchrun
+def _kops(tmp_path, *argv, nproc=None):
+    """``python -m kops ...``, or ``torchrun --standalone --nproc-per-node N -m kops ...``."""
+    env = dict(os.environ, KOPS_DIST_TIMEOUT="60", OMP_NUM_THREADS="1")
+    launcher = [sys.executable] if nproc is None else [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                                                      "--nproc-per-node", str(nproc)]
+    return subprocess.run(launcher + ["-m", "kops", *argv], capture_output=True, text=True, timeout=600, env=env,
+                          cwd=tmp_path)
+
+
+FIT = ["fit", "sklearn:digits", "--centers", "200", "--bandwidth", "10", "--dtype", "float64", "--seed", "0",
+       "--batch-size", "128"]
+
+
+def test_torchrun_kops_fit_and_resume_match_the_single_process_command(tmp_path):
+    """``torchrun -m kops fit``: one epoch with checkpoints, then resumed for the second; its model
+    file is the 2-epoch single-process ``kops fit`` model (float64, to a summation order's rounding),
+    and only rank 0 printed."""
+    first = _kops(tmp_path, *FIT, "--epochs", "1", "--checkpoint", "ck", "--checkpoint-every", "1", "--json",
+                  "--out", "unused.safetensors", nproc=2)
+    assert first.returncode == 0, first.stdout + first.stderr
+    records = [json.loads(line) for line in first.stdout.splitlines() if line.startswith("{")]
+    assert [r["event"] for r in records] == ["epoch", "summary"], first.stdout  # rank 0 alone
+    resumed = _kops(tmp_path, *FIT, "--epochs", "2", "--checkpoint", "ck", "--resume", "--out", "two.safetensors",
+                    nproc=2)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert resumed.stdout.count("resumed from ck at epoch 2") == 1, resumed.stdout
+    assert resumed.stdout.count("model saved to two.safetensors") == 1
+    single = _kops(tmp_path, *FIT, "--epochs", "2", "--out", "one.safetensors")
+    assert single.returncode == 0, single.stdout + single.stderr
+    from sklearn.datasets import load_digits
+
+    X = load_digits().data
+    one, two = kops.load(tmp_path / "one.safetensors"), kops.load(tmp_path / "two.safetensors")
+    assert type(two) is kops.EigenPro4 and two.centers_.shape == one.centers_.shape
+    assert _rel(two.decision_function(X), one.decision_function(X)) < RTOL["float64"]
+    np.testing.assert_array_equal(two.predict(X), one.predict(X))
+
+
+def test_torchrun_kops_fit_refuses_what_it_cannot_shard(tmp_path):
+    proc = _kops(tmp_path, *FIT, "--solver", "exact", nproc=2)
+    assert proc.returncode != 0
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("kops fit")]
+    assert lines == ["kops fit: error: argument --solver: --solver exact has no sharded version under torchrun; "
+                     "run it in one process (python -m kops fit ...), or pick one of eigenpro4, eigenpro3, "
+                     "eigenpro2"], proc.stderr
+    # torchrun's agent prints its own traceback (ChildFailedError); none comes from kops's processes
+    assert not [line for line in proc.stderr.splitlines() if line.lstrip().startswith("File") and "/kops/" in line]

@@ -103,7 +103,7 @@ void kmv_rows_bf16_k(const TileArgs<float>& a, const uint32_t* xb, const uint32_
   for (int64_t t0 = p0; t0 < p1; t0 += a.tile_panels) {
     const int64_t t1 = imin(t0 + a.tile_panels, p1);
     distance_tile_bf16<KERN>(a, xb, zb, g0, g1, t0, t1, work, ldk);
-    value_tile<float>(work, ldk, rows, a.vt + t0 * NR, a.m_pad, (t1 - t0) * NR, acc, a.c);
+    value_product<float>(a, work, ldk, rows, t0 * NR, (t1 - t0) * NR, acc);
   }
 }
 

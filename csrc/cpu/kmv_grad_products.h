@@ -9,8 +9,9 @@
 
 // C (R x NV vectors, leading dimension ldc) -= A (R x K) @ B (K x NV vectors, leading
 // dimension ldb), where A(r, k) = a[r * ars + k * aks]: one microkernel for both products
-// (q read along rows for gx, along columns for gz).
-template <typename T, int R, int NV>
+// (q read along rows for gx, along columns for gz), and with kSub = false (C += A @ B) for
+// the forward's product with a wide V (value_product in kmv_impl.h).
+template <typename T, int R, int NV, bool kSub = true>
 inline void micro_sub_product(const T* __restrict a, int64_t ars, int64_t aks, int64_t K,
                               const T* __restrict b, int64_t ldb, T* __restrict c, int64_t ldc) {
   using O = Ops<T>;
@@ -28,7 +29,7 @@ inline void micro_sub_product(const T* __restrict a, int64_t ars, int64_t aks, i
     const T* ak = a + k * aks;
 #pragma GCC unroll 8
     for (int r = 0; r < R; ++r) {
-      const V s = O::set1(-ak[r * ars]);
+      const V s = O::set1(kSub ? -ak[r * ars] : ak[r * ars]);
 #pragma GCC unroll 4
       for (int h = 0; h < NV; ++h) acc[r][h] = O::fmadd(s, bv[h], acc[r][h]);
     }
@@ -40,34 +41,35 @@ inline void micro_sub_product(const T* __restrict a, int64_t ars, int64_t aks, i
 }
 
 // All rows of C in groups of kMR (the last group narrower), one chunk of NV vectors of dp.
-template <typename T, int NV>
+template <typename T, int NV, bool kSub>
 inline void sub_product_chunk(const T* a, int64_t ars, int64_t aks, int64_t rows, int64_t K,
                               const T* b, int64_t ldb, T* c, int64_t ldc) {
   int64_t r = 0;
   for (; r + kMR <= rows; r += kMR)
-    micro_sub_product<T, kMR, NV>(a + r * ars, ars, aks, K, b, ldb, c + r * ldc, ldc);
+    micro_sub_product<T, kMR, NV, kSub>(a + r * ars, ars, aks, K, b, ldb, c + r * ldc, ldc);
   switch (rows - r) {
-    case 5: return micro_sub_product<T, 5, NV>(a + r * ars, ars, aks, K, b, ldb, c + r * ldc, ldc);
-    case 4: return micro_sub_product<T, 4, NV>(a + r * ars, ars, aks, K, b, ldb, c + r * ldc, ldc);
-    case 3: return micro_sub_product<T, 3, NV>(a + r * ars, ars, aks, K, b, ldb, c + r * ldc, ldc);
-    case 2: return micro_sub_product<T, 2, NV>(a + r * ars, ars, aks, K, b, ldb, c + r * ldc, ldc);
-    case 1: return micro_sub_product<T, 1, NV>(a + r * ars, ars, aks, K, b, ldb, c + r * ldc, ldc);
+    case 5: return micro_sub_product<T, 5, NV, kSub>(a + r * ars, ars, aks, K, b, ldb, c + r * ldc, ldc);
+    case 4: return micro_sub_product<T, 4, NV, kSub>(a + r * ars, ars, aks, K, b, ldb, c + r * ldc, ldc);
+    case 3: return micro_sub_product<T, 3, NV, kSub>(a + r * ars, ars, aks, K, b, ldb, c + r * ldc, ldc);
+    case 2: return micro_sub_product<T, 2, NV, kSub>(a + r * ars, ars, aks, K, b, ldb, c + r * ldc, ldc);
+    case 1: return micro_sub_product<T, 1, NV, kSub>(a + r * ars, ars, aks, K, b, ldb, c + r * ldc, ldc);
     default: return;
   }
 }
 
-// C (rows x dp) -= A (rows x K) @ B (K x dp): dp in chunks of kNV vectors (B's chunk,
-// K x kNV vectors, is swept once per row group from L1 / L2), a narrower last chunk.
-template <typename T>
+// C (rows x dp) -= A (rows x K) @ B (K x dp) (kSub = false: +=): dp in chunks of kNV vectors
+// (B's chunk, K x kNV vectors, is swept once per row group from L1 / L2), a narrower last chunk.
+template <typename T, bool kSub = true>
 void sub_product(const T* a, int64_t ars, int64_t aks, int64_t rows, int64_t K, const T* b,
                  int64_t dp, T* c) {
   constexpr int W = Ops<T>::W;
   int64_t j = 0;
-  for (; j + kNV * W <= dp; j += kNV * W) sub_product_chunk<T, kNV>(a, ars, aks, rows, K, b + j, dp, c + j, dp);
+  for (; j + kNV * W <= dp; j += kNV * W)
+    sub_product_chunk<T, kNV, kSub>(a, ars, aks, rows, K, b + j, dp, c + j, dp);
   const int64_t rest = (dp - j) / W;
-  if (rest == 3) sub_product_chunk<T, (kNV > 3 ? 3 : 1)>(a, ars, aks, rows, K, b + j, dp, c + j, dp);
-  if (rest == 2) sub_product_chunk<T, (kNV > 2 ? 2 : 1)>(a, ars, aks, rows, K, b + j, dp, c + j, dp);
-  if (rest == 1) sub_product_chunk<T, 1>(a, ars, aks, rows, K, b + j, dp, c + j, dp);
+  if (rest == 3) sub_product_chunk<T, (kNV > 3 ? 3 : 1), kSub>(a, ars, aks, rows, K, b + j, dp, c + j, dp);
+  if (rest == 2) sub_product_chunk<T, (kNV > 2 ? 2 : 1), kSub>(a, ars, aks, rows, K, b + j, dp, c + j, dp);
+  if (rest == 1) sub_product_chunk<T, 1, kSub>(a, ars, aks, rows, K, b + j, dp, c + j, dp);
 }
 
 // Both products of one tile (see the top of this file): q rows x cols with leading

@@ -237,6 +237,8 @@ void distance_tile(const TileArgs<T>& a, int64_t g0, int64_t g1, int64_t p0, int
   }
 }
 
+#include "kmv_grad_products.h"
+
 // acc (rows x c) += K (rows x cols, leading dimension ldk) @ V[col0 : col0 + cols]: R rows x
 // C columns of V per pass, vectorised along the tile's columns (cols is a multiple of W).
 template <typename T, int R, int C>
@@ -281,6 +283,19 @@ void value_tile(const T* k, int64_t ldk, int64_t rows, const T* vt, int64_t ldv,
   if (rest == 1) value_rows<T, 8, 1>(k, ldk, rows, vt + l * ldv, ldv, cols, acc + l, c);
 }
 
+// acc += K tile (rows x cols, leading dimension ldk) @ V[col0 : col0 + cols]. Narrow V
+// (a.vrow unset): value_tile, vectorised along the tile's columns (c = 1 at full width).
+// Wide V: the microkernel of the gradient's products on V row-major, vectorised along c with
+// no horizontal sums (value_tile's hsum per row and column of V cost ~40% at c = 100).
+template <typename T>
+inline void value_product(const TileArgs<T>& a, const T* k, int64_t ldk, int64_t rows, int64_t col0,
+                          int64_t cols, T* acc) {
+  if (a.vrow != nullptr)
+    sub_product<T, false>(k, ldk, 1, rows, cols, a.vrow + col0 * a.cpad, a.cpad, acc);
+  else
+    value_tile<T>(k, ldk, rows, a.vt + col0, a.m_pad, cols, acc, a.c);
+}
+
 template <typename T, int KERN, int EPI>
 void kmv_rows_k(const TileArgs<T>& a, int64_t g0, int64_t g1, int64_t p0, int64_t p1, T* acc,
                 T* work) {
@@ -291,7 +306,7 @@ void kmv_rows_k(const TileArgs<T>& a, int64_t g0, int64_t g1, int64_t p0, int64_
   for (int64_t t0 = p0; t0 < p1; t0 += a.tile_panels) {
     const int64_t t1 = imin(t0 + a.tile_panels, p1);
     distance_tile<T, KERN, EPI>(a, g0, g1, t0, t1, work, ldk);
-    value_tile<T>(work, ldk, rows, a.vt + t0 * NR, a.m_pad, (t1 - t0) * NR, acc, a.c);
+    value_product<T>(a, work, ldk, rows, t0 * NR, (t1 - t0) * NR, acc);
   }
 }
 
@@ -378,8 +393,6 @@ void kernel_tile(const TileArgs<T>& a, int64_t g0, int64_t g1, int64_t p0, int64
     default: return;
   }
 }
-
-#include "kmv_grad_products.h"
 
 // out[i] = exp(-in[i]) by the vector exp of the tile kernels (its accuracy test and the
 // benchmark's exp rate); a partial last vector goes through a padded copy.

@@ -41,6 +41,10 @@ struct TileArgs {
   const T* xn = nullptr;
   const T* zn = nullptr;
   const T* vt = nullptr;
+  // wide V (c >= kWideC of the binding): V row-major as well (m_pad x cpad, zero padded), and
+  // kmv_rows' acc then has cpad columns (value_product in kmv_impl.h)
+  const T* vrow = nullptr;
+  int64_t cpad = 0;
   int64_t n = 0, m = 0, d = 0, c = 0, m_pad = 0;
   int kernel = kGaussian;
   bool direct = false;  // squared distances by direct differences instead of the GEMM trick
@@ -56,7 +60,7 @@ struct TileArgs {
 
 // Per-ISA entry points. Rows are given in row groups [g0, g1) (of kMR rows), Z in panels
 // [p0, p1) (of NR rows).
-//   kmv_rows: acc ((g1-g0)*kMR x c, row-major) += K(rows, panels) @ V(panels).
+//   kmv_rows: acc ((g1-g0)*kMR x c, row-major; x cpad with a wide V) += K(rows, panels) @ V(panels).
 //             work: at least (g1-g0)*kMR * tile_panels*NR elements.
 //   grad_tile: q (rows x panels, leading dimension ldq) = f'(u_ij) <g_i, v_j> for one tile
 //             (p1 - p0 <= tile_panels), with the same-points diagonal and noise floor applied;

@@ -38,6 +38,9 @@ constexpr int64_t kLargeD = 256;
 // Tasks per thread the forward aims at (see kmv_accumulate_impl).
 constexpr int64_t kTasksPerThread = 16;
 constexpr int64_t kTileBytes = 1024;  // tile width in bytes of one row: 256 floats, 128 doubles
+// From this many columns of V on, the forward's product with V runs on V row-major,
+// vectorised along c (value_product in kmv_impl.h).
+constexpr int64_t kWideC = 16;
 // Gradient: larger blocks (96 rows: the inner dimension of the q^T @ xs product).
 constexpr int64_t kGradBlockGroups = 16;
 constexpr int64_t kGradTileCols = 512;
@@ -240,6 +243,19 @@ at::Tensor transpose_padded(const at::Tensor& v, int64_t m_pad, int rounding) {
   return vt;
 }
 
+// V (m x c, any strides) row-major into m_pad x cpad, zero past m and c.
+template <typename T>
+at::Tensor rows_padded(const at::Tensor& v, int64_t m_pad, int64_t cpad, int rounding) {
+  const int64_t m = v.size(0), c = v.size(1);
+  at::Tensor vr = at::zeros({m_pad, cpad}, v.options());
+  const T* src = v.data_ptr<T>();
+  const int64_t s0 = v.stride(0), s1 = v.stride(1);
+  T* dst = vr.data_ptr<T>();
+  for (int64_t j = 0; j < m; ++j)
+    for (int64_t l = 0; l < c; ++l) dst[j * cpad + l] = round_operand<T>(src[j * s0 + l * s1], rounding);
+  return vr;
+}
+
 at::Tensor pad_rows(const at::Tensor& a, int64_t rows) {
   at::Tensor out = at::zeros({rows, a.size(1)}, a.options());
   out.narrow(0, 0, a.size(0)).copy_(a);
@@ -252,7 +268,8 @@ struct Prepared {
   at::Tensor xp, zp;      // packed
   at::Tensor xn, zn;      // padded squared norms (GEMM-trick mode)
   at::Tensor vt;          // c x m_pad
-  int64_t groups = 0, panels = 0, nr = 0, kc = 0;
+  at::Tensor vrow;        // m_pad x cpad (wide V only)
+  int64_t groups = 0, panels = 0, nr = 0, kc = 0, cpad = 0;
   bool direct = false, same = false;
 };
 
@@ -291,6 +308,13 @@ Prepared prepare(const at::Tensor& x, const at::Tensor& z, const at::Tensor& v, 
   return p;
 }
 
+// The wide-V layout (forward only): V row-major with c padded to the vector width.
+template <typename T>
+void prepare_wide_v(Prepared& p, const at::Tensor& v, int64_t width, int rounding) {
+  p.cpad = ceil_div(v.size(1), width) * width;
+  p.vrow = rows_padded<T>(v, p.panels * p.nr, p.cpad, rounding);
+}
+
 template <typename T>
 TileArgs<T> tile_args(const Prepared& p, int kernel, int64_t n, int64_t m, int64_t d, int64_t c) {
   TileArgs<T> a;
@@ -299,6 +323,8 @@ TileArgs<T> tile_args(const Prepared& p, int kernel, int64_t n, int64_t m, int64
   a.xn = p.direct ? nullptr : p.xn.data_ptr<T>();
   a.zn = p.direct ? nullptr : p.zn.data_ptr<T>();
   a.vt = p.vt.data_ptr<T>();
+  a.vrow = p.vrow.defined() ? p.vrow.data_ptr<T>() : nullptr;
+  a.cpad = p.cpad;
   a.n = n;
   a.m = m;
   a.d = d;
@@ -336,7 +362,10 @@ void kmv_accumulate_impl(at::Tensor& out, const at::Tensor& x, const at::Tensor&
   // the bf16 kernels read the plain layout (one chunk), which pack_pairs converts
   const int64_t kc = bf16 != nullptr ? d : (sizeof(T) == 4 ? table->kc_f32 : table->kc_f64);
   // precision modes: the operands of both products (scaled x and z, K, V) are rounded
-  const Prepared p = prepare<T>(x, z, v, k.scale, nr, kc, false, rounding, true);
+  Prepared p = prepare<T>(x, z, v, k.scale, nr, kc, false, rounding, true);
+  const bool wide = c >= kWideC;
+  if (wide) prepare_wide_v<T>(p, v, sizeof(T) == 4 ? table->width_f32 : table->width_f32 / 2, rounding);
+  const int64_t ldacc = wide ? p.cpad : c;  // columns of the accumulators kmv_rows writes
   TileArgs<T> a = tile_args<T>(p, k.id, n, m, d, c);
   a.rounding = rounding;
   a.tile_panels = std::max<int64_t>(1, kTileBytes / static_cast<int64_t>(sizeof(T)) / nr);
@@ -376,7 +405,7 @@ void kmv_accumulate_impl(at::Tensor& out, const at::Tensor& x, const at::Tensor&
 
   run_tasks(ntasks, [&](int64_t, std::atomic<int64_t>& next) {
     std::vector<T> work(static_cast<size_t>(block_groups * kMR * a.tile_panels * nr));
-    std::vector<T> acc(static_cast<size_t>(block_groups * kMR * c));
+    std::vector<T> acc(static_cast<size_t>(block_groups * kMR * ldacc));
     for (int64_t t = next++; t < ntasks; t = next++) {
       const int64_t b = t / splits, s = t % splits;
       const int64_t g0 = b * block_groups, g1 = std::min(g0 + block_groups, p.groups);
@@ -388,13 +417,15 @@ void kmv_accumulate_impl(at::Tensor& out, const at::Tensor& x, const at::Tensor&
       std::fill(acc.begin(), acc.end(), T(0));
       kmv_rows(a, g0, g1, p0, p1, acc.data(), work.data());
       const int64_t r0 = g0 * kMR, rows = std::min(g1 * kMR, n) - r0;
-      if (splits == 1) {
-        T* o = out_ptr + r0 * c;
-        for (int64_t i = 0; i < rows * c; ++i) o[i] += alpha_t * acc[i];
-      } else {
-        T* o = partial_ptr + (s * n + r0) * c;
-        for (int64_t i = 0; i < rows * c; ++i) o[i] = acc[i];
-      }
+      T* o = splits == 1 ? out_ptr + r0 * c : partial_ptr + (s * n + r0) * c;
+      for (int64_t i = 0; i < rows; ++i)
+        for (int64_t l = 0; l < c; ++l) {
+          const T val = acc[i * ldacc + l];
+          if (splits == 1)
+            o[i * c + l] += alpha_t * val;
+          else
+            o[i * c + l] = val;
+        }
     }
   });
   if (splits > 1) out.add_(partial.sum(0), alpha);

@@ -24,12 +24,16 @@ def main(argv=None) -> int:
     from .args import build_parser
     from .errors import UsageError
 
+    from .distributed import rank, report_error, silent_rank
+
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
-    except SystemExit as exc:  # a bad argument (one line printed) or --help
+    except SystemExit as exc:  # a bad argument (one line printed: by rank 0 under torchrun) or --help
         return exc.code if isinstance(exc.code, int) else 2
     prog = f"kops {args.command}"
+    if silent_rank():  # under torchrun, ranks > 0 print only errors, with their rank (report_error)
+        prog += f" (rank {rank()})"
     try:
         status = _run(args)
         sys.stdout.flush()  # a closed pipe shows here, inside the handler, not at exit
@@ -43,15 +47,18 @@ def main(argv=None) -> int:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
     except UsageError as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
+        report_error(f"{prog}: error: {exc}")
         return 2
     except Exception as exc:  # noqa: BLE001 - sorted below: user errors get one line
         from ..solvers.base import DivergenceError
 
         if isinstance(exc, DivergenceError):
-            print(f"{prog}: error: {exc}", file=sys.stderr)
+            report_error(f"{prog}: error: {exc}")
+            return 1
+        if type(exc).__name__ == "DistributedError":  # a collective failed: another rank died or stalled
+            report_error(f"{prog}: error: {' '.join(str(exc).split())}")
             return 1
         if isinstance(exc, (ValueError, TypeError, FileNotFoundError, PermissionError, IsADirectoryError)):
-            print(f"{prog}: error: {' '.join(str(exc).split())}", file=sys.stderr)
+            report_error(f"{prog}: error: {' '.join(str(exc).split())}")
             return 2
         raise

@@ -21,7 +21,10 @@ class Parser(argparse.ArgumentParser):
     """argparse with a one-line error (the usage stays behind ``--help``)."""
 
     def error(self, message):  # noqa: D102 - argparse's hook
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        from .distributed import report_error
+
+        report_error(f"{self.prog}: error: {message} (see {self.prog} --help)")  # once under torchrun
+        self.exit(2)
 
 
 def positive_int(text: str) -> int:

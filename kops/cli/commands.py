@@ -44,9 +44,14 @@ def _split(X, y, fraction: float, seed: int):
     return X[perm[n_val:]], y[perm[n_val:]], X[perm[:n_val]], y[perm[:n_val]]
 
 
-def build_estimator(args, n_train: int):
-    """The estimator of ``--solver`` with the command line's parameters (checked against n)."""
+def build_estimator(args, n_train: int, sharded: bool = False):
+    """The estimator of ``--solver`` with the command line's parameters (checked against n);
+    with ``sharded``, its :mod:`kops.distributed` version (the default group)."""
     cls = _solvers()[args.solver]
+    if sharded:
+        from ..distributed import sharded_estimator
+
+        cls = sharded_estimator(cls)
     kw = dict(kernel=args.kernel, bandwidth=args.bandwidth, ridge=args.ridge, task=args.task, device=args.device,
               memory_budget=args.memory_budget, random_state=args.seed)
     if args.dtype is not None:
@@ -110,7 +115,8 @@ def fit_arrays(args, X, y, X_val, y_val):
         from .plot import check_plotting
 
         check_plotting()  # a missing matplotlib fails now, not after the fit
-    model = build_estimator(args, X.shape[0])
+    sharded = getattr(args, "sharded", False)
+    model = build_estimator(args, X.shape[0], sharded)
     reporter = FitReporter(args.epochs, quiet=args.quiet, as_json=args.json)
     reporter.attach(model)
     ckpt = _checkpointer(args)
@@ -118,7 +124,9 @@ def fit_arrays(args, X, y, X_val, y_val):
         model._checkpointer = ckpt
     _say(args, f"kops fit: {type(model).__name__}, {X.shape[0]} training points, d = {X.shape[1]}"
          + (f", {X_val.shape[0]} validation points" if X_val is not None else "")
-         + (f", checkpoints in {args.checkpoint}" if ckpt is not None else ""))
+         + (f", sharded over {model_world(args)} processes" if sharded else "")
+         + (f", checkpoints in {args.checkpoint}" + (" (at epoch ends)" if sharded else "")
+            if ckpt is not None else ""))
     t0 = time.perf_counter()
     try:
         model.fit(X, y, X_val, y_val)
@@ -129,6 +137,12 @@ def fit_arrays(args, X, y, X_val, y_val):
         if "callback" in model.get_params(deep=False):
             model.set_params(callback=None)
     seconds = time.perf_counter() - t0
+    if sharded:  # the single-process model (a collective); rank 0 reports and saves it
+        from .distributed import silent_rank
+
+        model = model.gathered()
+        if silent_rank():
+            return model, None
     if ckpt is not None and ckpt.resumed_from is not None:
         pos = ckpt.resumed_from
         _say(args, f"resumed from {args.checkpoint} at epoch {pos.epoch}, batch {pos.batch}")
@@ -146,7 +160,18 @@ def fit_arrays(args, X, y, X_val, y_val):
     return model, summary
 
 
+def model_world(args) -> int:
+    import os
+
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def fit(args) -> int:
+    from .distributed import join, silent_rank, under_torchrun
+
+    args.sharded = under_torchrun()
+    if args.sharded:
+        join(args)  # refuses what the sharded fit cannot honour; ranks > 0 go quiet
     X, y = load_data(args.data, target=args.target, y_path=args.y_file, fmt=args.format)
     if args.val:
         X_val, y_val = load_data(args.val, target=args.target, fmt=args.format, n_features=X.shape[1])
@@ -157,6 +182,8 @@ def fit(args) -> int:
     else:
         X_val = y_val = None
     model, summary = fit_arrays(args, X, y, X_val, y_val)
+    if args.sharded and silent_rank():
+        return 0
     metric = next((k for k in summary if k.startswith("val_")), None)
     _say(args, f"fit {summary['fit_seconds']:.2f} s" + (f", {metric} {summary[metric]:.4f}" if metric else "")
          + f"; model saved to {args.out}" + (f", metrics in {args.metrics}" if args.metrics else "")

@@ -41,10 +41,13 @@ from ..solvers._sampling import batches, make_generator
 from ..solvers._validation import check_epochs, check_ridge
 from ..solvers.eigenpro4 import projection_interval
 from ..solvers.iterations import reuse_kernel_block
+from ..solvers.iterations import FullGradientDescent
+from .checkpoint import GatheredState, ShardedCheckpointer
 from .group import Shard, all_gather_rows, all_reduce, broadcast, rank_of, resolve_group, world_size_of
 from .preconditioning import ShardedCorrection, ShardedProjector
 from .product import ShardedKernelProduct
-from .steps import ShardedDelayedProjection, sharded_eigenpro2_epoch, sharded_projected_step
+from .steps import (ShardedDelayedProjection, ShardedFullGradientDescent, sharded_eigenpro2_epoch,
+                    sharded_projected_step)
 
 __all__ = ["EigenPro2", "EigenPro3", "EigenPro4", "sharded_estimator"]
 
@@ -113,6 +116,43 @@ class _ShardedModel:
         self.product_ = ShardedKernelProduct(self.centers_, self.kernel_, shard, self.process_group_)
         return shard
 
+    def _warm_start_weights(self, X, Y):
+        """The previous fit's centers and weights, gathered (a collective), for ``warm_start``;
+        each rank then keeps its rows (``Shard.slice``)."""
+        if not getattr(self, "warm_start", False) or not hasattr(self, "weights_"):
+            return None
+        shard = getattr(self, "shard_", None)
+        if shard is not None and shard.world_size != self.world_size_:
+            raise ValueError(f"warm_start: the previous fit ran on {shard.world_size} processes, this one on "
+                             f"{self.world_size_}; gather the model (gathered()) and warm-start that, or pass "
+                             "warm_start=False")
+        if shard is not None:
+            saved = self.centers_, self.weights_
+            self.centers_ = self.all_centers_
+            self.weights_ = all_gather_rows(self.weights_, shard, self.process_group_)
+            try:
+                return super()._warm_start_weights(X, Y)
+            finally:
+                self.centers_, self.weights_ = saved
+        return super()._warm_start_weights(X, Y)
+
+    def _run_epochs(self, epochs, n, step=None, batch_size=None, *, run_epoch=None, end_epoch=None, state=None,
+                    ridge=0.0):
+        """The single-process epoch loop; an attached checkpointer runs as a
+        :class:`~kops.distributed.checkpoint.ShardedCheckpointer` on the gathered state."""
+        original = getattr(self, "_checkpointer", None)
+        if original is None:
+            return super()._run_epochs(epochs, n, step, batch_size, run_epoch=run_epoch, end_epoch=end_epoch,
+                                       state=state, ridge=ridge)
+        per_epoch = 1 if isinstance(state, FullGradientDescent) else -(-n // self.batch_size_)
+        self._checkpointer = ShardedCheckpointer(original, self, per_epoch)
+        try:
+            return super()._run_epochs(epochs, n, step, batch_size, run_epoch=run_epoch, end_epoch=end_epoch,
+                                       state=GatheredState(self, state), ridge=ridge)
+        finally:
+            self._checkpointer.detach()
+            self._checkpointer = original
+
     # ---------------------------------------------------------- sharded products
     def _raw(self, X):
         return self.product_(X, self.weights_)
@@ -174,8 +214,13 @@ class EigenPro2(_ShardedModel, solvers.EigenPro2):
         idx, P, m, eta = self._setup_eigenpro2(X, Y, ridge)
         m, eta = self._agree(m, eta)
         n, c = X.shape[0], Y.shape[1]
+        warm = self._warm_start_weights(X, Y)
+        if warm is not None and not (warm[0].shape == X.shape and torch.equal(warm[0], X)):
+            raise ValueError("warm_start: EigenPro2's centers are its training points, so a warm start needs the "
+                             "same X as the previous fit")
         shard = self._shard_model(X, "n (training points)")
-        self.weights_ = torch.zeros(shard.rows, c, dtype=X.dtype, device=X.device)
+        self.weights_ = torch.zeros(shard.rows, c, dtype=X.dtype, device=X.device) if warm is None \
+            else warm[1][shard.slice].clone()
         gen, group = self.generator_, self.process_group_
 
         def run_epoch(progress):
@@ -190,13 +235,28 @@ class _ShardedProjected(_ShardedModel):
     def _setup_sharded(self, X, Y, ridge):
         """The single-process set-up (the same on every rank)."""
         self._check_same_data(X, Y)
-        out = self._setup_projected(X, Y, ridge)
-        if getattr(self, "full_gradient_", False):  # decided by the replicated set-up: every rank raises
-            raise NotImplementedError(
-                f"{type(self).__name__} (kops.distributed): full-gradient epochs, which the single-process solver "
-                "takes when the ridge dominates the preconditioned spectrum, are not sharded yet; pass "
-                "full_gradient=False, or fit with the single-process solver")
-        return out
+        return self._setup_projected(X, Y, ridge)
+
+    def _warm_rows(self, shard):
+        """This rank's rows of the warm start's weights (None without one)."""
+        warm = self._warm_weights
+        del self._warm_weights
+        return None if warm is None else warm[shard.slice]
+
+    def _fit_full_gradient_sharded(self, X, Y, shard, scorr, sproj, m, eta, ridge, epochs, tile_budget):
+        """The full-gradient epochs (large ridges) on the sharded model: one step per epoch."""
+        self.block_reuse_ = reuse_kernel_block(m, max(shard.sizes), X.shape[1], X.element_size(), tile_budget,
+                                               X.device)
+        descent = ShardedFullGradientDescent(self.centers_, Y.shape[1], scorr, sproj, shard, self.process_group_,
+                                             step=eta, ridge=ridge, kernel=self.kernel_, chunk=m,
+                                             form=self.block_reuse_, budget=tile_budget)
+        warm = self._warm_rows(shard)
+        if warm is not None:
+            descent.alpha.copy_(warm)
+        self.weights_ = descent.alpha
+        self._run_epochs(epochs, X.shape[0], run_epoch=lambda progress: descent.epoch(X, Y, progress),
+                         state=descent, ridge=ridge)
+        return self
 
     def _shard_pieces(self, Z, corr, projector):
         shard = self._shard_model(Z, "centers")
@@ -221,8 +281,14 @@ class EigenPro3(_ShardedProjected, solvers.EigenPro3):
         n, c = X.shape[0], Y.shape[1]
         shard, scorr, sproj = self._shard_pieces(Z, corr, projector)
         del corr, projector  # their p-row tensors (a formed K(Z, Z)) are replicated: keep only the shards
+        if self.full_gradient_:  # decided by the replicated set-up: the same on every rank
+            return self._fit_full_gradient_sharded(X, Y, shard, scorr, sproj, m, eta, ridge, epochs,
+                                                   get_memory_budget(self.device_) // 4)
         gen, product = self.generator_, self.product_
         self.weights_ = alpha = torch.zeros(shard.rows, c, dtype=X.dtype, device=X.device)
+        warm = self._warm_rows(shard)
+        if warm is not None:
+            alpha.copy_(warm)
 
         def run_epoch(progress):
             perm = torch.randperm(n, generator=gen).to(X.device)
@@ -251,7 +317,7 @@ class EigenPro4(_ShardedProjected, solvers.EigenPro4):
         p, c = Z.shape[0], Y.shape[1]
         budget = get_memory_budget(self.device_)
         interval = self.projection_interval
-        if interval is None and self.span_preconditioner_:
+        if self.full_gradient_ or (interval is None and self.span_preconditioner_):
             interval = 1  # as the single-process EigenPro 4
         T = projection_interval(p, m, self.projection_coeff, interval,
                                 max_rows=budget // 2 // (X.element_size() * (d + c)))
@@ -263,6 +329,10 @@ class EigenPro4(_ShardedProjected, solvers.EigenPro4):
         shard, scorr, sproj = self._shard_pieces(Z, corr, projector)
         del corr, projector  # their p-row tensors (a formed K(Z, Z)) are replicated: keep only the shards
         tile_budget = budget // 4
+        if self.full_gradient_:
+            self._fit_full_gradient_sharded(X, Y, shard, scorr, sproj, m, eta, ridge, epochs, tile_budget)
+            self.n_projections_ = len(self.history_)  # one projection per epoch
+            return self
         part = -(-m // self.world_size_)
         self.block_reuse_ = reuse_kernel_block(m, max(shard.sizes) + T * part, d, X.element_size(), tile_budget,
                                                X.device)
@@ -270,6 +340,11 @@ class EigenPro4(_ShardedProjected, solvers.EigenPro4):
                                          batch_size=m, eta=eta, ridge=ridge, n=n, kernel=self.kernel_,
                                          budget=tile_budget, form=self.block_reuse_)
         self.weights_ = state.alpha
+        warm = self._warm_rows(shard)
+        if warm is not None:  # start from the previous fit: as after a projection
+            state.alpha.copy_(warm)
+            if state.f_rows is not None:
+                state.f_rows.copy_(sproj.rows_f(state.alpha))
         gen = self.generator_
 
         def run_epoch(progress):
@@ -283,7 +358,8 @@ class EigenPro4(_ShardedProjected, solvers.EigenPro4):
             self.n_projections_ = state.n_projections
 
         self.n_projections_ = 0
-        self._run_epochs(epochs, n, run_epoch=run_epoch, ridge=ridge)
+        self._run_epochs(epochs, n, run_epoch=run_epoch, state=state, ridge=ridge)
+        self.n_projections_ = state.n_projections
         return self
 
 

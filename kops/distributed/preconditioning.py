@@ -127,6 +127,10 @@ class ShardedProjector:
         v = all_gather_rows(v_r, self.shard, self.group)
         return self.K_r @ v if self.formed else kmv(self.Z_r, self.Z, v, self.kernel)
 
+    def matmul(self, V_r):
+        """This rank's rows of ``K(Z, Z) V`` for V sharded by rows (an all-gather of p x k)."""
+        return self._K(V_r)
+
     def _pcg(self, r_r):
         """The rows of ``r + U diag(scale) U^T r`` (one all-reduce of q x c)."""
         return r_r + self.U_r @ (all_reduce(self.U_r.T @ r_r, self.group) * self.scale[:, None])

@@ -14,6 +14,9 @@ Communication per batch of m points, c outputs, q damped directions, s Nystrom p
   projection (an all-gather of p x c when exact; per step one all-reduce of s x c and one
   all-gather of p x c when iterative); with a ridge one more of q x c and one of ``f`` on
   the correction's rows.
+* :class:`ShardedFullGradientDescent` (large ridges): per chunk of m points one all-reduce of
+  m x 2c; per epoch the projection, two all-reduces of q x c (the correction) and, with a
+  ridge, the product with ``K(Z, Z)`` (an all-gather of p x 2c) and two scalars.
 * :class:`ShardedDelayedProjection` (EigenPro 4): one all-reduce of m x c (one per row tile
   when the kernel block is formed, m x c in all) and one of q x c; the projection every T
   batches. The pending buffer is sharded by batch parts: rank r appends its part of each
@@ -25,9 +28,11 @@ import torch
 
 from ..ops import kernel_matrix, kmv
 from ..solvers._sampling import batches
+from ..solvers.iterations import FullGradientDescent
 from .group import Shard, all_reduce, batch_part
 
-__all__ = ["sharded_eigenpro2_epoch", "sharded_projected_step", "ShardedDelayedProjection"]
+__all__ = ["sharded_eigenpro2_epoch", "sharded_projected_step", "ShardedDelayedProjection",
+           "ShardedFullGradientDescent"]
 
 
 def sharded_eigenpro2_epoch(x, targets, weights, shard: Shard, precond, nystrom_idx, batch_size, eta, generator, *,
@@ -222,3 +227,58 @@ class ShardedDelayedProjection:
         self.n_projections += 1
         if self.ridge:
             self.f_rows.copy_(self.projector.rows_f(self.alpha))
+
+
+class ShardedFullGradientDescent(FullGradientDescent):
+    """:class:`kops.solvers.iterations.FullGradientDescent` with ``Z``, ``alpha`` and the
+    direction ``d`` sharded by rows.
+
+    The single-process epoch runs unchanged on this rank's rows: each chunk's residuals
+    ``R = K(X_B, Z) [alpha, d] - [Y_B, 0]`` come from the sharded product (one all-reduce of
+    m x 2c, so every rank holds all of R and the line search's Gram entries of R are the
+    same on every rank without communication); ``K(Z_r, X_B) R`` is local; the ridge's
+    ``d^T K(Z, Z) alpha`` terms are all-reduced; the correction and the projection are the
+    sharded ones.
+
+    Parameters
+    ----------
+    Z : Tensor (p_r, d)
+        This rank's centers.
+    c, step, ridge, kernel, chunk, budget
+        As in the single-process class.
+    corr : ShardedCorrection
+    projector : ShardedProjector
+    shard : Shard
+    group : ProcessGroup
+    form : bool
+        Form each chunk's block ``K(X_B, Z_r)`` in row tiles (the same on every rank: one
+        all-reduce per tile).
+    """
+
+    def __init__(self, Z, c, corr, projector, shard: Shard, group, *, step, ridge, kernel, chunk, form=False,
+                 budget=0):
+        super().__init__(Z, c, corr, projector, step=step, ridge=ridge, kernel=kernel, chunk=chunk, form=form,
+                         budget=budget)
+        self.shard, self.group = shard, group
+        self.tile_cols = max(shard.sizes)  # tiles sized for the largest shard: the same count on every rank
+
+    def _gradient(self, xb, yb, V):
+        Z = self.Z
+        if not self.form:
+            R = all_reduce(kmv(xb, Z, V, self.kernel), self.group)
+            R -= yb
+            return R, kmv(Z, xb, R, self.kernel)
+        rows = max(1, self.budget // (self.tile_cols * Z.element_size()))
+        R = torch.empty_like(yb)
+        A = torch.zeros(Z.shape[0], yb.shape[1], dtype=yb.dtype, device=yb.device)
+        for r0 in range(0, xb.shape[0], rows):
+            Kt = kernel_matrix(xb[r0 : r0 + rows], Z, self.kernel)
+            Rt = all_reduce(Kt @ V, self.group)
+            Rt -= yb[r0 : r0 + rows]
+            A.addmm_(Kt.T, Rt)
+            R[r0 : r0 + rows] = Rt
+        return R, A
+
+    def _dot(self, a, b) -> float:
+        local = (a * b).sum().to(torch.float64).reshape(1)
+        return float(all_reduce(local, self.group))

@@ -46,7 +46,7 @@ SETUP_FORMAT = "kops-checkpoint-setup"
 STATE_FILE = "state.safetensors"
 SETUP_FILE = "setup.safetensors"
 #: parameters that may change between the interrupted fit and its resumption
-_FREE_PARAMS = ("epochs", "verbose", "callback")
+_FREE_PARAMS = ("epochs", "verbose", "callback", "process_group")
 #: the set-up's fitted attributes, walked for tensors
 _SETUP_ATTRIBUTES = ("preconditioner_", "projector_", "centers_")
 #: the set-up's scalars, which must agree on resume
@@ -175,6 +175,7 @@ class Checkpointer:
         self.every, self.every_seconds, self.resume = every, every_seconds, bool(resume)
         self.resumed_from = None
         self.writes = 0
+        self.writer = True  # whether this process writes the files (one rank of a sharded fit)
         self._data = None
         self._since, self._last = 0, time.monotonic()
 
@@ -219,28 +220,51 @@ class Checkpointer:
         self._since += 1
         due = self.every is not None and self._since >= self.every
         due = due or (self.every_seconds is not None and time.monotonic() - self._last >= self.every_seconds)
-        if due:
+        if self._agreed(due):
             self.save(model, state, good, position)
 
     def after_epoch(self, model, state, good, position: LoopPosition) -> None:
-        if self.every_seconds is not None and time.monotonic() - self._last >= self.every_seconds:
+        if self._agreed(self.every_seconds is not None and time.monotonic() - self._last >= self.every_seconds):
             self.save(model, state, good, position)
+
+    # hooks of a sharded fit (kops.distributed.checkpoint), identities here
+    def _agreed(self, due: bool) -> bool:
+        """Whether to write now (the processes of a sharded fit take one rank's decision)."""
+        return due
+
+    def _full_good(self, good):
+        """The last good epoch's weights as saved (all rows)."""
+        return good
+
+    def _restore_good(self, good, saved) -> None:
+        good.copy_(saved)
+
+    def _setup_tensors(self, model) -> dict:
+        return _setup_tensors(model, self._data_storage)
 
     def finish(self, model, state, good, position: LoopPosition) -> None:
         self.save(model, state, good, position, complete=True)
 
     # ------------------------------------------------------------------------ files
     def _write_setup(self, model) -> str:
-        tensors = _setup_tensors(model, self._data_storage)
+        tensors = self._setup_tensors(model)
         header = {"format": SETUP_FORMAT, "format_version": FORMAT_VERSION, "kops_version": _version(),
-                  **self._identity(model)}
+                  **self._identity(model), **self._setup_extent()}
+        if not self.writer:
+            return ""
         write_tensor_file(self.setup_path, tensors, header)
         return read_tensor_file(self.setup_path, SETUP_FORMAT, "checkpoint set-up file")[0]["sha256"]
+
+    def _setup_extent(self) -> dict:
+        """Header entries saying which set-up tensors the file holds (all of them here)."""
+        return {}
 
     def save(self, model, state, good, position: LoopPosition, complete: bool = False) -> Path:
         """Write the state file now."""
         tensors, scalars = _split_state(state.state_dict())
-        tensors["good_weights"] = good
+        tensors["good_weights"] = self._full_good(good)
+        if not self.writer:
+            return self.state_path
         tensors["rng.current"] = model.generator_.get_state()
         if position.epoch_rng is not None:
             tensors["rng.epoch"] = position.epoch_rng
@@ -287,9 +311,13 @@ class Checkpointer:
             raise CheckpointError(f"the checkpoint in {str(self.directory)!r} does not match its set-up file "
                                   f"({SETUP_FILE} is from another fit)")
         for key, value in self._setup_record(model).items():
-            if header["setup"].get(key) != value:
+            if key in header["setup"] and header["setup"][key] != value:  # a sharded fit omits block_reuse_
                 raise self._mismatch(f"set-up {key}", header["setup"].get(key), value)
-        fresh = _setup_tensors(model, self._data_storage)
+        fresh = self._setup_tensors(model)
+        if setup_header.get("partial_setup") or self._setup_extent():
+            # a sharded fit writes and reads only the set-up every world size shares
+            common = set(fresh) & set(setup)
+            fresh, setup = {k: fresh[k] for k in common}, {k: setup[k] for k in common}
         if set(fresh) != set(setup):
             raise CheckpointError(f"the set-up saved in {str(self.directory)!r} has tensors {sorted(setup)}, "
                                   f"this fit's set-up has {sorted(fresh)}")
@@ -306,7 +334,7 @@ class Checkpointer:
             state.load_state_dict(saved)
         except ValueError as exc:
             raise CheckpointError(f"cannot resume from {str(self.directory)!r}: {exc}") from None
-        good.copy_(tensors["good_weights"])
+        self._restore_good(good, tensors["good_weights"])
         model.generator_.set_state(tensors["rng.current"])
         model.history_ = list(header["history"])
         model._train_seconds = float(header["train_seconds"])

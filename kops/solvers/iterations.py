@@ -233,6 +233,18 @@ class FullGradientDescent:
         self.step = step
         self.steps_ = []
 
+    # The reductions over the centers, separate so that a sharded model (rows of Z, alpha, d
+    # on each process) can sum them over its processes (kops.distributed).
+    def _gradient(self, xb, yb, V, weight=None):
+        """``R = K(X_B, Z) V - Y_B`` (m x k) and ``K(Z, X_B) W R`` (p x k) for one chunk (W: the
+        chunk's loss weights ``weight``, I when None)."""
+        return batch_gradient(xb, yb, self.Z, V, self.Z.shape[0], self.kernel, form=self.form, budget=self.budget,
+                              weight=weight)
+
+    def _dot(self, a, b) -> float:
+        """``sum(a * b)`` over the centers' rows (p x c each)."""
+        return float((a * b).sum())
+
     def _pass(self, X, Y, V, progress):
         """``A = K(Z, X) W [K(X, Z) V - [Y, 0]]`` and the (weighted) Gram entries of the residuals."""
         n, c, p = X.shape[0], Y.shape[1], self.Z.shape[0]
@@ -244,8 +256,9 @@ class FullGradientDescent:
             if pad:
                 yb = torch.cat([yb, torch.zeros(yb.shape[0], pad, dtype=yb.dtype, device=yb.device)], 1)
             w = None if self.sample_weight is None else self.sample_weight[r0 : r0 + self.chunk]
-            R, Ab = batch_gradient(X[r0 : r0 + self.chunk], yb, self.Z, V, p, self.kernel, form=self.form,
-                                   budget=self.budget, weight=w)
+            xb = X[r0 : r0 + self.chunk]
+            # the sharded subclasses' _gradient takes no weights (their solvers refuse them)
+            R, Ab = self._gradient(xb, yb, V) if w is None else self._gradient(xb, yb, V, weight=w)
             A += Ab
             blocks = R.to(torch.float64).reshape(R.shape[0], -1, c)
             weighted = blocks if w is None else blocks * w.to(torch.float64)[:, None, None]
@@ -269,8 +282,8 @@ class FullGradientDescent:
                 u = u + r * KV
         else:
             Ka, Kd = (KV[:, :c], KV[:, c:]) if r else (0.0, 0.0)
-            num = float(gram[0, 1]) + (r * float((d * Ka).sum()) if r else 0.0)
-            den = float(gram[1, 1]) + (r * float((d * Kd).sum()) if r else 0.0)
+            num = float(gram[0, 1]) + (r * self._dot(d, Ka) if r else 0.0)
+            den = float(gram[1, 1]) + (r * self._dot(d, Kd) if r else 0.0)
             s = num / den if den > 0 else 0.0
             alpha.sub_(d, alpha=s)
             seen = float(gram[0, 0]) - 2 * s * float(gram[0, 1]) + s * s * float(gram[1, 1])
