@@ -30,7 +30,7 @@ def _data(seed=0, n=240, d=6):
     return X, y
 
 
-def _interrupted_fit(make, X, y, directory, every, writes):
+def _interrupted_fit(make, X, y, directory, every, writes, **fit_params):
     """Fit with checkpoints and stop the process's fit after ``writes`` state files."""
     model = make()
     with checkpointing(model, directory, every=every) as ckpt:
@@ -44,7 +44,7 @@ def _interrupted_fit(make, X, y, directory, every, writes):
 
         ckpt.save = save_then_stop
         with pytest.raises(Interrupt):
-            model.fit(X, y)
+            model.fit(X, y, **fit_params)
     return read_checkpoint_header(directory)
 
 
@@ -92,6 +92,25 @@ def test_full_gradient_fit_resumes_at_the_epoch_boundary_bitwise(cls, tmp_path):
     resumed = make()
     with checkpointing(resumed, tmp_path, resume=True):
         resumed.fit(X, y)
+    assert torch.equal(resumed.weights_, reference.weights_)
+
+
+@pytest.mark.parametrize("case", ["eigenpro4-delayed", "eigenpro2"])
+def test_weighted_fit_resumes_bitwise_and_other_weights_are_refused(case, tmp_path):
+    X, y = _data()
+    w = np.random.default_rng(5).uniform(0.5, 2.0, len(X))
+    w[::7] = 0.0  # rows of weight 0 are dropped: EigenPro 2's centers are then not X itself
+    make = CASES[case]
+    reference = make().fit(X, y, sample_weight=w)
+    _interrupted_fit(make, X, y, tmp_path, every=4, writes=3, sample_weight=w)
+    other = make()
+    with checkpointing(other, tmp_path, resume=True), pytest.raises(CheckpointError, match="another fit: its data"):
+        other.fit(X, y, sample_weight=w * 2)  # the weights are part of the data's digest
+    with checkpointing(other, tmp_path, resume=True), pytest.raises(CheckpointError, match="another fit: its data"):
+        other.fit(X, y)
+    resumed = make()
+    with checkpointing(resumed, tmp_path, every=4, resume=True):
+        resumed.fit(X, y, sample_weight=w)
     assert torch.equal(resumed.weights_, reference.weights_)
 
 

@@ -109,3 +109,58 @@ def test_a_constant_multiple_of_a_kops_operator_is_the_outputscale(generator):
         results.append((closure(v), logdet))
     torch.testing.assert_close(results[0][0], results[1][0], rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(results[0][1], results[1][1], rtol=1e-10, atol=1e-12)
+
+
+def test_scale_kernel_around_a_kops_kernel_keeps_the_preconditioner():
+    # ScaleKernel multiplies its base kernel's operator by its outputscale; the kops operator
+    # absorbs the constant (outputscale k c) instead of becoming a ConstantMulLinearOperator,
+    # whose added diagonal would drop the preconditioner (CG then ran unpreconditioned).
+    X, y = _diabetes()
+    pre = EigenProPreconditioner(50)
+    covar = gpytorch.kernels.ScaleKernel(KopsRBFKernel(preconditioner=pre)).double()
+    covar.base_kernel.lengthscale, covar.base_kernel.outputscale, covar.outputscale = 2.0, 2.0, 0.75
+    with torch.no_grad():  # the products of CG below, without the parameters' graph
+        K = covar(X).evaluate_kernel()
+    assert isinstance(K, KopsLinearOperator)
+    torch.testing.assert_close(K.outputscale, torch.tensor(1.5, dtype=F64))
+    torch.testing.assert_close(K.to_dense(), 1.5 * torch.exp(-torch.cdist(X, X).square() / 8.0))
+    A = K.add_diagonal(torch.tensor(1e-2, dtype=F64))
+    assert isinstance(A, AddedDiagLinearOperator) and A.preconditioner_override is pre
+    rhs = y.unsqueeze(-1)
+    plain, _ = _cg_products(A, rhs, None, 1e-4)
+    preconditioned, residual = _cg_products(A, rhs, A._preconditioner()[0], 1e-4)
+    assert preconditioned <= 0.6 * plain and residual <= 2e-4
+    # a negative or non-scalar constant is linear_operator's ConstantMulLinearOperator as before
+    assert not isinstance(K * -1.0, KopsLinearOperator)
+
+
+def test_exactgp_with_scale_kernel_equals_the_kops_outputscale():
+    X, y = _diabetes(300)
+    results = []
+    for wrapped in (True, False):
+        pre = EigenProPreconditioner(40)
+        likelihood = gpytorch.likelihoods.GaussianLikelihood()
+        base = KopsRBFKernel(ard_num_dims=10, preconditioner=pre)
+        covar = gpytorch.kernels.ScaleKernel(base) if wrapped else base
+
+        class GP(gpytorch.models.ExactGP):
+            def forward(self, x):
+                return gpytorch.distributions.MultivariateNormal(self.mean(x), covar(x))
+
+        model = GP(X, y, likelihood).double()
+        model.mean = gpytorch.means.ZeroMean()
+        base.lengthscale, base.outputscale, likelihood.noise = 2.5, (1.0 if wrapped else 1.3), 0.05
+        if wrapped:
+            covar.outputscale = 1.3
+        mll = gpytorch.mlls.ExactMarginalLogLikelihood(likelihood, model)
+        model.train()
+        torch.manual_seed(0)
+        with gpytorch.settings.max_cholesky_size(0), gpytorch.settings.num_trace_samples(30):
+            loss = -mll(model(X), y)
+        assert pre.last_["n_components"] == 40  # GPyTorch's CG used the preconditioner
+        grads = torch.autograd.grad(loss, [base.raw_lengthscale, covar.raw_outputscale])
+        results.append((loss.detach(), grads))
+    (loss_w, grads_w), (loss_p, grads_p) = results
+    torch.testing.assert_close(loss_w, loss_p, rtol=1e-8, atol=0)
+    for g_w, g_p in zip(grads_w, grads_p):  # softplus(raw) = 1.3 in both: the same raw gradient
+        torch.testing.assert_close(g_w, g_p, rtol=1e-6, atol=1e-10)

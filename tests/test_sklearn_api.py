@@ -190,14 +190,13 @@ def test_exact_sample_weight_without_centers_matches_repeated_rows():
     assert weighted.centers_.shape[0] == int((w > 0).sum())
 
 
-def test_equal_sample_weights_rescale_the_ridge_in_eigenpro_and_unequal_are_refused():
+def test_equal_sample_weights_rescale_the_ridge_in_eigenpro():
+    # unequal weights: tests/test_solvers_weights.py
     X, y = _regression()
     kw = dict(kernel="gaussian", bandwidth=1.0, ridge=2.0, epochs=2, random_state=0)
     a = kops.EigenPro2Regressor(**kw).fit(X, y, sample_weight=np.full(len(X), 4.0)).predict(X)
     b = kops.EigenPro2Regressor(**dict(kw, ridge=0.5)).fit(X, y).predict(X)
     np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
-    with pytest.raises(ValueError, match="sample_weight: EigenPro4Regressor accepts only equal weights"):
-        kops.EigenPro4Regressor(**kw).fit(X, y, sample_weight=_weights(len(X)))
 
 
 @pytest.mark.parametrize("bad,match", [(-1.0, "non-negative"), (np.nan, "NaN"), (0.0, "positive")])

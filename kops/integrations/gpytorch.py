@@ -22,7 +22,10 @@ factorised by Cholesky, as GPyTorch does with its own kernels.
 
 ``preconditioner=EigenProPreconditioner(q)`` makes GPyTorch's CG on ``K + sigma^2 I`` use
 EigenPro's Nystrom preconditioner (:mod:`kops.integrations.nystrom_preconditioner`) instead
-of the pivoted Cholesky one.
+of the pivoted Cholesky one. ``ScaleKernel(KopsRBFKernel(preconditioner=...))`` keeps it:
+the ScaleKernel's outputscale multiplies the kops operator's own
+(:meth:`~kops.integrations.linear_operator.KopsLinearOperator._mul_constant`), so the two
+outputscales are redundant there (fix one, e.g. ``raw_outputscale.requires_grad_(False)``).
 
 Batch dimensions (``batch_shape``, batched inputs, ``last_dim_is_batch``) are refused with
 a ValueError: the kops operator is one n x m matrix.

@@ -14,6 +14,9 @@ fused backward, so no n x m matrix is formed for them.
 
 Batch dimensions are refused with a clear error: the operator is one (n x m) matrix.
 
+A positive constant times the operator (``A * k``, ``A.mul(k)``, GPyTorch's ``ScaleKernel``) is
+the same operator with the outputscale ``k c``, so it keeps its ``preconditioner``.
+
 ``to_linear_operator(kops.KernelOperator(...))`` converts a kops operator (its ridge becomes
 a constant added diagonal).
 """
@@ -146,6 +149,19 @@ class KopsLinearOperator(LinearOperator):
 
     def add_diagonal(self, diag):
         return self._with_preconditioner(super().add_diagonal(diag))
+
+    def _mul_constant(self, other):
+        """``k A`` for a positive scalar k: the same operator with outputscale ``k c``.
+
+        linear_operator would wrap it in a ``ConstantMulLinearOperator``, whose added diagonal
+        knows nothing of this operator's ``preconditioner``; GPyTorch's ``ScaleKernel`` scales
+        its base kernel's operator this way, so ``ScaleKernel(KopsRBFKernel(preconditioner=...))``
+        keeps EigenPro's preconditioner (and one fused product per matmul).
+        """
+        k = _as_tensor(other, self.x, "constant")
+        if k.numel() != 1 or not bool((k.detach() > 0).all()):
+            return super()._mul_constant(other)
+        return type(self)(self.x, self.z, self.lengthscale, self.outputscale * k.reshape(()), **self._kwargs)
 
     def _expand_batch(self, batch_shape):
         raise ValueError(f"{_BATCH_REFUSED}; cannot expand to batch shape {tuple(batch_shape)}")

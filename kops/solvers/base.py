@@ -24,6 +24,7 @@ import torch
 from ..config import memory_budget
 from ..ops import kmv
 from ._sampling import make_generator
+from .loss_weights import loss_weights
 from ._validation import (check_sample_weight, check_X, check_y, encode_targets, kernel_of, resolve_device,
                           resolve_dtype)
 
@@ -161,7 +162,8 @@ class KernelModel(_Base):
             Validation data for the per-epoch metrics in ``history_``.
         sample_weight : array-like or Tensor (n,), optional
             Non-negative weights ``w`` of the loss ``1/2 sum_i w_i ||f(x_i) - y_i||^2`` (the
-            ridge term is unchanged): integer weights are the same model as repeated rows.
+            ridge term is unchanged): integer weights are the same model as repeated rows,
+            and a row of weight 0 has no effect (:mod:`kops.solvers.loss_weights`).
 
         Returns
         -------
@@ -189,6 +191,9 @@ class KernelModel(_Base):
         self._eval_seconds = 0.0
         idx = torch.randperm(X.shape[0], generator=self.generator_)[:EVAL_SAMPLES].to(self.device_)
         self._eval = (X[idx], Y[idx])
+        w = self._sample_weight
+        # the objective's weights on the metrics subset, normalised by the mean over all rows
+        self._eval_weight = None if w is None else w[idx] / float(w.to(torch.float64).mean())
         self._val = val
         checkpointer = getattr(self, "_checkpointer", None)
         if checkpointer is not None:  # identifies the data the checkpoints belong to
@@ -196,7 +201,7 @@ class KernelModel(_Base):
         try:
             self._fit(X, Y)
         finally:
-            del self._eval, self._val, self._sample_weight
+            del self._eval, self._eval_weight, self._val, self._sample_weight
         self.fit_seconds_ = time.perf_counter() - t0
         return self
 
@@ -204,18 +209,24 @@ class KernelModel(_Base):
         """The fit's sample weights (n,) in the training dtype, or None (no weights given)."""
         return getattr(self, "_sample_weight", None)
 
-    def _uniform_weight_ridge(self, ridge: float) -> float:
-        """The ridge of the unweighted problem equivalent to the fit's weights, for the solvers
-        that take no per-row weights: with every ``w_i = w`` the loss is ``w`` times the
-        unweighted one, the same minimiser as ridge ``r / w``. Other weights raise ValueError."""
+    def _loss_weights(self, X, Y, ridge: float):
+        """The rows of positive weight, and the fit's normalised loss weights on them.
+
+        Returns ``(X, Y, LossWeights)`` (:func:`kops.solvers.loss_weights.loss_weights`): the
+        EigenPro solvers fit those rows with ``weights.rows`` scaling the residual, the ridge
+        ``weights.ridge`` and their step divided by ``weights.largest``.
+        """
+        return loss_weights(X, Y, self._sample_weight_tensor(), ridge)
+
+    def _refuse_row_weights(self) -> None:
+        """For a set-up called without loss weights (the sharded solvers of kops.distributed,
+        which take none): ValueError naming ``sample_weight`` unless every weight is 1."""
         w = self._sample_weight_tensor()
-        if w is None:
-            return ridge
-        first = float(w[0])
-        if not bool((w == first).all()):
-            raise ValueError(f"sample_weight: {type(self).__name__} accepts only equal weights (a rescaled ridge); "
-                             "unequal weights are supported by kops.Falkon and kops.ExactKernelRidge")
-        return ridge / first
+        if w is not None and not bool((w == 1).all()):
+            cls = type(self)
+            raise ValueError(f"sample_weight: {cls.__module__}.{cls.__name__} takes no sample weights (only "
+                             "sample_weight=None or all ones); the single-process solvers (kops.EigenPro2, "
+                             "kops.EigenPro3, kops.EigenPro4) take them")
 
     def _warm_start_weights(self, X, Y):
         """The previous fit's centers (p, d) and weights (p, c) to start from, or None.
@@ -254,7 +265,10 @@ class KernelModel(_Base):
         redraws the epoch's order on resume) and its current state.
 
         The objective is ``1/2 mean_i (f(x_i) - y_i)^2 + r / (2 n) alpha^T K(Z, Z) alpha``
-        (summed over outputs; the mean over the metrics subset), i.e. ``L(alpha) / n``. When it
+        (summed over outputs; the mean over the metrics subset), i.e. ``L(alpha) / n``; with
+        sample weights ``w`` the mean is weighted by ``w_i / mean(w)`` and ``n`` is ``sum_i w_i``
+        (``L(alpha) / sum_i w_i``), for which ``ridge`` and ``n`` are the normalised
+        problem's (:mod:`kops.solvers.loss_weights`). When it
         is not finite, or larger than ``DIVERGENCE_FACTOR`` times its best value so far (and
         above ``1000 eps`` times the zero model's objective, below which changes are
         rounding), the weights of the last good epoch are restored and DivergenceError is
@@ -271,7 +285,7 @@ class KernelModel(_Base):
         # epoch that makes the model worse than predicting 0 is divergence too. Growth below
         # rounding level of that objective is noise (an interpolating fit reaches 1e-32).
         Ye = self._eval[1]
-        best = 0.5 * float(Ye.square().sum(1).mean()) if not bool(good.any()) else float("inf")
+        best = self._data_objective(torch.zeros_like(Ye), Ye) if not bool(good.any()) else float("inf")
         floor = (best if math.isfinite(best) else 0.0) * 1e3 * torch.finfo(Ye.dtype).eps
         position = LoopPosition(best=best)
         checkpointer = getattr(self, "_checkpointer", None)
@@ -347,7 +361,7 @@ class KernelModel(_Base):
         Xe, Ye = self._eval
         out = self._raw(Xe)
         record["train_mse"] = float((out - Ye).square().mean())
-        record["objective"] = 0.5 * float((out - Ye).square().sum(1).mean()) + self._ridge_term()
+        record["objective"] = self._data_objective(out, Ye) + self._ridge_term()
         if self._is_classifier():
             record["train_accuracy"] = float((out.argmax(1) == Ye.argmax(1)).float().mean())
         if self._val is not None:
@@ -367,6 +381,13 @@ class KernelModel(_Base):
             parts = [f"{k} {v:.4g}" for k, v in record.items() if k not in ("epoch",)]
             print(f"{type(self).__name__} epoch {epoch}: " + ", ".join(parts), file=sys.stderr)
         return self._callback(record) if check else False
+
+    def _data_objective(self, out, Y) -> float:
+        """``1/2 mean_i w_i ||out_i - Y_i||^2`` on the metrics subset (out, Y: (k, c)), with the
+        sample weights normalised to mean 1 over all rows (``w_i = 1`` without weights)."""
+        sq = (out - Y).square().sum(1)
+        w = getattr(self, "_eval_weight", None)
+        return 0.5 * float((sq if w is None else sq * w.to(sq.dtype)).mean())
 
     def _ridge_term(self) -> float:
         """``r / (2 n) sum_c alpha_c^T K(Z, Z) alpha_c`` (0 without a ridge)."""

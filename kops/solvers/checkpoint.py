@@ -14,7 +14,7 @@ plus a JSON header, written atomically: temporary file, fsync, rename):
 
 Resuming (``resume=True``) re-runs the set-up (the same seed and data give the same
 draws), checks that the checkpoint belongs to this estimator class, parameters and data
-(a digest of X and Y), copies the saved set-up tensors over the fresh ones, restores the
+(a digest of X, Y and the sample weights), copies the saved set-up tensors over the fresh ones, restores the
 iteration state and the generator, redraws the interrupted epoch's batch order from the
 saved start-of-epoch generator state and continues with the next batch. On the CPU the
 resumed fit ends with exactly the model of an uninterrupted fit with the same seed.
@@ -193,7 +193,9 @@ class Checkpointer:
         if not self.resume and self.state_path.exists():
             raise CheckpointError(f"checkpoint directory {str(self.directory)!r} already holds a checkpoint: "
                                   "resume it (--resume) or choose another directory")
-        self._data = {"n": int(X.shape[0]), "d": int(X.shape[1]), "c": int(Y.shape[1]), "sha256": _digest(X, Y)}
+        w = model._sample_weight_tensor()  # sample weights are part of the data (none: the digest of X, Y)
+        self._data = {"n": int(X.shape[0]), "d": int(X.shape[1]), "c": int(Y.shape[1]),
+                      "sha256": _digest(X, Y, *(() if w is None else (w,)))}
         self._data_storage = X.untyped_storage().data_ptr()
 
     def _identity(self, model) -> dict:
@@ -296,7 +298,7 @@ class Checkpointer:
                 if key == "params":
                     diff = {k: v for k, v in header.get(key, {}).items() if now[key].get(k) != v}
                     raise self._mismatch("parameters", diff, {k: now[key].get(k) for k in diff})
-                raise self._mismatch({"data": "data (n, d, c, digest)"}.get(key, key), header.get(key), now[key])
+                raise self._mismatch({"data": "data (n, d, c, digest of X, y and sample_weight)"}.get(key, key), header.get(key), now[key])
 
     def _restore(self, model, state, good) -> LoopPosition:
         try:

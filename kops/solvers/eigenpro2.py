@@ -13,6 +13,11 @@ with the ridge: ``mu_i = lambda_i + r / n``, ``d_i = (1 - mu_{q+1} / mu_i) / (la
 ``m = min(m*, 10000, n)`` with ``m* = (beta + r) / mu_{q+1}``, and
 ``eta = min(1 / beta_G, 1 / (top(G) + r))``, ``G = K_BB - K_BS E D E^T K_SB`` measured on one
 batch and ``beta_G = max_i G_ii + r`` (:mod:`kops.solvers.stepsize`).
+With ``sample_weight`` the rows of weight 0 are dropped (the centers are the other rows, as
+in :class:`kops.ExactKernelRidge`), the residual's rows are scaled by the normalised weights,
+``g = W_B (K(X_B, X) alpha - Y_B) + r alpha_B``, and the step is divided by the largest
+(:mod:`kops.solvers.loss_weights`); the fixed point ``W (K alpha - Y) + r alpha = 0`` is the
+weighted exact model.
 Cost per batch O(m n d) kernel work; memory O(n (d + c)) plus the O(s q) preconditioner.
 """
 from __future__ import annotations
@@ -82,11 +87,12 @@ class EigenPro2(KernelModel):
     Attributes
     ----------
     centers_ : Tensor (n, d)
-        The training points.
+        The training points (those of positive weight with ``sample_weight``).
     weights_ : Tensor (n, c)
     preconditioner_ : NystromPreconditioner
     batch_size_ : int
     step_size_ : float
+        With unequal sample weights, divided by the largest ``w_i / mean(w)``.
     lambda_max_ : float
         The measured top eigenvalue of the preconditioned batch operator (ridge included).
     history_ : list of dict
@@ -120,8 +126,9 @@ class EigenPro2(KernelModel):
 
     def _fit(self, X, Y):
         epochs = check_epochs(self.epochs)
-        ridge = self._uniform_weight_ridge(check_ridge(self.ridge))
-        idx, P, m, eta = self._setup_eigenpro2(X, Y, ridge)
+        X, Y, weights = self._loss_weights(X, Y, check_ridge(self.ridge))  # rows of weight 0 dropped
+        ridge, w = weights.ridge, weights.rows
+        idx, P, m, eta = self._setup_eigenpro2(X, Y, ridge, weights)
         n, c = X.shape[0], Y.shape[1]
         warm = self._warm_start_weights(X, Y)
         if warm is not None and not (warm[0].shape == X.shape and torch.equal(warm[0], X)):
@@ -131,13 +138,19 @@ class EigenPro2(KernelModel):
         self.weights_ = torch.zeros(n, c, dtype=X.dtype, device=X.device) if warm is None else warm[1]
 
         def step(rows):
-            return eigenpro2_step(X, Y, self.weights_, P, idx, rows, eta, ridge=ridge)
+            return eigenpro2_step(X, Y, self.weights_, P, idx, rows, eta, ridge=ridge, sample_weight=w)
 
         self._run_epochs(epochs, n, step, m, ridge=ridge)
         return self
 
-    def _setup_eigenpro2(self, X, Y, ridge):
-        """The Nystrom sample ``idx``, the preconditioner, the batch size and the step size."""
+    def _setup_eigenpro2(self, X, Y, ridge, weights=None):
+        """The Nystrom sample ``idx``, the preconditioner, the batch size and the step size.
+
+        ``weights`` (:class:`~kops.solvers.loss_weights.LossWeights`): the step is divided by
+        their largest; None (the sharded solvers) refuses sample weights other than ones.
+        """
+        if weights is None:
+            self._refuse_row_weights()
         n, d = X.shape
         c = Y.shape[1]
         gen = self.generator_
@@ -159,4 +172,6 @@ class EigenPro2(KernelModel):
             self.step_size_, self.lambda_max_ = measured_step(xb, P, rho=ridge, rho1=ridge, budget=budget // 2, generator=gen,
                                                               full_batch=m >= n, diag_points=dx)
             eta = self.step_size_
+        if weights is not None and weights.largest != 1.0:
+            self.step_size_ = eta = weights.step(eta)
         return idx, P, m, eta

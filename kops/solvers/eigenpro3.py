@@ -15,6 +15,11 @@ of the centers (:mod:`kops.solvers.stepsize`); the preconditioner's spectrum is 
 ``r / n``. When the ridge dominates that spectrum (``mu_{q+1} <= 2 r / n``), each epoch is one
 step on the full gradient instead (the same products, no sampling noise; ``full_gradient``). The projection costs O(p^2 d) per batch (two GEMMs when ``K(Z, Z)`` fits the
 budget), which is what EigenPro 4 amortises.
+
+With ``sample_weight`` the rows of weight 0 are dropped, each batch's residual g is scaled by
+the normalised weights before ``K(Z, X_B)`` (the full gradient's line search uses the
+weighted Gram) and the step is divided by the largest (:mod:`kops.solvers.loss_weights`):
+the fixed point is :class:`kops.ExactKernelRidge` with the same weights and centers.
 """
 from __future__ import annotations
 
@@ -99,8 +104,9 @@ class EigenPro3(ProjectedEigenPro):
 
     def _fit(self, X, Y):
         epochs = check_epochs(self.epochs)
-        ridge = self._uniform_weight_ridge(check_ridge(self.ridge))
-        Z, corr, projector, m = self._setup_projected(X, Y, ridge)
+        X, Y, weights = self._loss_weights(X, Y, check_ridge(self.ridge))  # rows of weight 0 dropped
+        ridge, w = weights.ridge, weights.rows
+        Z, corr, projector, m = self._setup_projected(X, Y, ridge, weights)
         n, p, c = X.shape[0], Z.shape[0], Y.shape[1]
         eta = self.step_size_
         del self._probe
@@ -111,7 +117,7 @@ class EigenPro3(ProjectedEigenPro):
         del self._warm_weights
         if self.full_gradient_:
             descent = FullGradientDescent(Z, c, corr, projector, step=eta, ridge=ridge, kernel=self.kernel_,
-                                          chunk=m, form=form, budget=tile_budget)
+                                          chunk=m, form=form, budget=tile_budget, sample_weight=w)
             if warm is not None:
                 descent.alpha.copy_(warm)
             self.weights_ = descent.alpha
@@ -124,7 +130,8 @@ class EigenPro3(ProjectedEigenPro):
 
         def step(rows):
             return projected_step(Z, alpha, corr, projector, X[rows], Y[rows], eta, ridge=ridge, n=n,
-                                  kernel=self.kernel_, form=form, budget=tile_budget)
+                                  kernel=self.kernel_, form=form, budget=tile_budget,
+                                  weight=None if w is None else w[rows])
 
         self._run_epochs(epochs, n, step, m, ridge=ridge)
         return self

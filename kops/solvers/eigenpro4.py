@@ -36,6 +36,9 @@ a tile of it and forming is cheaper than a second fused pass
 (:func:`kops.solvers.iterations.reuse_kernel_block`); otherwise two fused products.
 The per-batch cost is O(m (p + T m) d), i.e. O(p) per point amortised, plus one projection
 every T batches.
+
+Sample weights enter as in :class:`kops.EigenPro3` (:mod:`kops.solvers.loss_weights`): the
+pending part's weights are ``-eta W_B g``.
 """
 from __future__ import annotations
 
@@ -141,8 +144,9 @@ class EigenPro4(ProjectedEigenPro):
 
     def _fit(self, X, Y):
         epochs = check_epochs(self.epochs)
-        ridge = self._uniform_weight_ridge(check_ridge(self.ridge))
-        Z, corr, projector, m = self._setup_projected(X, Y, ridge)
+        X, Y, weights = self._loss_weights(X, Y, check_ridge(self.ridge))  # rows of weight 0 dropped
+        ridge, w = weights.ridge, weights.rows
+        Z, corr, projector, m = self._setup_projected(X, Y, ridge, weights)
         n, d = X.shape
         p, c = Z.shape[0], Y.shape[1]
         budget = get_memory_budget(self.device_)
@@ -159,7 +163,7 @@ class EigenPro4(ProjectedEigenPro):
         tile_budget = budget // 4
         self.block_reuse_ = reuse_kernel_block(m, p + T * m, d, X.element_size(), tile_budget, X.device)
         if self.full_gradient_:
-            return self._fit_full_gradient(X, Y, Z, corr, projector, m, ridge, epochs, tile_budget)
+            return self._fit_full_gradient(X, Y, Z, corr, projector, m, ridge, epochs, tile_budget, w)
         state = DelayedProjection(Z, c, corr, projector, interval=T, batch_size=m, eta=self.step_size_,
                                   ridge=ridge, n=n, kernel=self.kernel_, budget=tile_budget,
                                   form=self.block_reuse_)
@@ -171,7 +175,7 @@ class EigenPro4(ProjectedEigenPro):
         del self._warm_weights
 
         def step(rows):
-            return state.step(X[rows], Y[rows])
+            return state.step(X[rows], Y[rows], None if w is None else w[rows])
 
         def end_epoch():
             state.project()  # every epoch ends with the model on the centers only
@@ -182,10 +186,11 @@ class EigenPro4(ProjectedEigenPro):
         self.n_projections_ = state.n_projections
         return self
 
-    def _fit_full_gradient(self, X, Y, Z, corr, projector, m, ridge, epochs, tile_budget):
+    def _fit_full_gradient(self, X, Y, Z, corr, projector, m, ridge, epochs, tile_budget, sample_weight=None):
         self.block_reuse_ = reuse_kernel_block(m, Z.shape[0], X.shape[1], X.element_size(), tile_budget, X.device)
         descent = FullGradientDescent(Z, Y.shape[1], corr, projector, step=self.step_size_, ridge=ridge,
-                                      kernel=self.kernel_, chunk=m, form=self.block_reuse_, budget=tile_budget)
+                                      kernel=self.kernel_, chunk=m, form=self.block_reuse_, budget=tile_budget,
+                                      sample_weight=sample_weight)
         if self._warm_weights is not None:  # start from the previous fit
             descent.alpha.copy_(self._warm_weights)
         del self._warm_weights

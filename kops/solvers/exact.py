@@ -138,7 +138,7 @@ class ExactKernelRidge(KernelModel):
         del A
         self.centers_ = Z
         self.weights_ = alpha  # float64: see the module docstring
-        self._ridge, self._n = ridge, X.shape[0]
+        self._ridge, self._n = ridge, X.shape[0] if w64 is None else float(w64.sum())  # the objective's scale
         self._end_epoch(1, time.perf_counter() - t0)
         return self
 

@@ -340,7 +340,7 @@ class Falkon(KernelModel):
         self.centers_ = Z
         self.weights_ = torch.zeros(p, c, dtype=dtype, device=X.device) if warm is None else warm.clone()
         beta0 = None if warm is None else P.inverse(warm.to(torch.float64))
-        self._ridge, self._n = ridge, n
+        self._ridge, self._n = ridge, total  # the objective is L / sum(w)
         self._iteration_start = t0
 
         def on_iteration(k, beta, rel):

@@ -11,7 +11,9 @@
 The objective of the projected solvers, for centers ``Z`` and ``f = K(., Z) alpha``:
 ``L(alpha) = 1/2 ||K(X, Z) alpha - Y||^2 + r/2 alpha^T K(Z, Z) alpha`` (:class:`kops.ExactKernelRidge`
 with the same centers and ridge). Its functional gradient ``K(., X)(f(X) - Y) + r f`` is
-estimated on a batch B of m points by ``K(., X_B) g + (m / n) r f``.
+estimated on a batch B of m points by ``K(., X_B) g + (m / n) r f``. With sample weights W
+(normalised, :mod:`kops.solvers.loss_weights`) the loss is ``1/2 ||K(X, Z) alpha - Y||_W^2``
+and each batch's residual g is scaled by ``W_B`` before it meets ``K(., X_B)``.
 
 The Nystrom sample X_S is a subset of the centers (row indices ``idx`` into Z), so
 ``K(X_S, X_B) g`` is read from the rows of ``K(Z, X_B) g``, never evaluated again. The
@@ -53,16 +55,23 @@ def reuse_kernel_block(m: int, cols: int, d: int, element_size: int, budget: int
     return 2 * d + 20 > 3 * element_size * balance
 
 
-def eigenpro2_step(x, targets, weights, precond, nystrom_idx, b, eta, *, ridge=0.0, kernel=None) -> float:
+def eigenpro2_step(x, targets, weights, precond, nystrom_idx, b, eta, *, ridge=0.0, kernel=None,
+                   sample_weight=None) -> float:
     """One EigenPro 2 batch on the rows ``b`` (a long tensor on x's device), in place on ``weights``.
 
     ``g = K(x_B, x) w + ridge w_B - t_B``; ``w[B] -= eta g``; ``w[S] += eta E D E^T K(x_S, x_B) g``
-    (see :func:`eigenpro2_epoch`). Returns ``||g||^2``.
+    (see :func:`eigenpro2_epoch`). With ``sample_weight`` (n,) the residual's rows are scaled,
+    ``g = W_B (K(x_B, x) w - t_B) + ridge w_B``: the gradient of
+    ``1/2 sum_i w_i (f(x_i) - t_i)^2 + ridge/2 w^T K w`` divided by K (whose fixed point
+    ``W (K w - t) + ridge w = 0`` is :class:`kops.ExactKernelRidge`'s weighted system).
+    Returns ``||g||^2``.
     """
     kernel = precond.kernel if kernel is None else kernel
     xb = x[b]
     g = kmv(xb, x, weights, kernel)
     g -= targets[b]
+    if sample_weight is not None:
+        g.mul_(sample_weight[b, None])
     if ridge:
         g += ridge * weights[b]
     corr = precond.correction(xb, g)
@@ -116,23 +125,25 @@ def _at(u, rows):
     return u if rows is None else u[rows]
 
 
-def batch_gradient(xb, yb, pts, wts, p, kernel, *, form=False, budget=0):
-    """``g = K(X_B, pts) wts - Y_B`` (m x c) and ``u = K(pts[:p], X_B) g`` (p x c).
+def batch_gradient(xb, yb, pts, wts, p, kernel, *, form=False, budget=0, weight=None):
+    """``g = K(X_B, pts) wts - Y_B`` (m x c) and ``u = K(pts[:p], X_B) W g`` (p x c).
 
+    ``weight`` (m,): the batch's loss weights W (a row scaling of g in u; None: W = I). g is
+    returned unweighted.
     With ``form`` the kernel block is formed in row tiles of at most ``budget`` bytes and
     used for both products (:func:`reuse_kernel_block`); otherwise two fused products.
     """
     if not form:
         g = kmv(xb, pts, wts, kernel)
         g -= yb
-        return g, kmv(pts[:p], xb, g, kernel)
+        return g, kmv(pts[:p], xb, g if weight is None else g * weight[:, None], kernel)
     rows = max(1, budget // (pts.shape[0] * pts.element_size()))
     g = torch.empty_like(yb)
     u = torch.zeros(p, yb.shape[1], dtype=yb.dtype, device=yb.device)
     for r0 in range(0, xb.shape[0], rows):
         Kt = kernel_matrix(xb[r0 : r0 + rows], pts, kernel)
         gt = torch.addmm(yb[r0 : r0 + rows], Kt, wts, alpha=1.0, beta=-1.0)
-        u.addmm_(Kt[:, :p].T, gt)
+        u.addmm_(Kt[:, :p].T, gt if weight is None else gt * weight[r0 : r0 + rows, None])
         g[r0 : r0 + rows] = gt
     return g, u
 
@@ -154,19 +165,21 @@ def projected_update(alpha, u, corr, projector, eta, c=0.0) -> None:
     alpha.sub_(projector.solve(h))
 
 
-def projected_step(Z, alpha, corr, projector, xb, yb, eta, *, ridge=0.0, n=1, kernel=None, form=False, budget=0):
+def projected_step(Z, alpha, corr, projector, xb, yb, eta, *, ridge=0.0, n=1, kernel=None, form=False, budget=0,
+                   weight=None):
     """One EigenPro 3 step on the batch ``(xb, yb)``, in place on ``alpha`` (p x c).
 
     ``corr`` is the preconditioner seen from the centers
     (:mod:`kops.solvers.center_preconditioner`): ``corr.correct(u[rows])`` gives the
     correction's coefficients (on ``corr.rows``) and its values on Z. ::
 
-        g = K(X_B, Z) alpha - Y_B;   u = K(Z, X_B) g               # m x c, p x c
+        g = K(X_B, Z) alpha - Y_B;   u = K(Z, X_B) W_B g           # m x c, p x c
         projected_update(alpha, u, eta, c = eta m r / n)
 
-    Returns ``||g||^2``.
+    ``weight`` (m,): the batch's normalised loss weights W_B (:mod:`kops.solvers.loss_weights`;
+    None: unweighted). Returns ``||g||^2``.
     """
-    g, u = batch_gradient(xb, yb, Z, alpha, Z.shape[0], kernel, form=form, budget=budget)
+    g, u = batch_gradient(xb, yb, Z, alpha, Z.shape[0], kernel, form=form, budget=budget, weight=weight)
     projected_update(alpha, u, corr, projector, eta, eta * xb.shape[0] * ridge / n if ridge else 0.0)
     return float(g.square().sum())
 
@@ -174,14 +187,15 @@ def projected_step(Z, alpha, corr, projector, xb, yb, eta, *, ridge=0.0, n=1, ke
 class FullGradientDescent:
     """Preconditioned, projected descent on the full gradient with an exact line search.
 
-    For ``L(alpha) = 1/2 ||K(X, Z) alpha - Y||^2 + r/2 alpha^T K(Z, Z) alpha`` the gradient is
-    ``u = K(Z, X) (K(X, Z) alpha - Y) + r K(Z, Z) alpha`` (the functional gradient's values on
+    For ``L(alpha) = 1/2 ||K(X, Z) alpha - Y||_W^2 + r/2 alpha^T K(Z, Z) alpha`` (W the loss
+    weights, I without; ``<a, b>_W = sum_i w_i a_i b_i``) the gradient is
+    ``u = K(Z, X) W (K(X, Z) alpha - Y) + r K(Z, Z) alpha`` (the functional gradient's values on
     Z) and the direction ``d = K(Z, Z)^{-1} (u - values(u))`` (preconditioned, projected; a
     descent direction). Each :meth:`epoch` is ONE pass over the data, in chunks, with the
     weights ``[alpha, d]`` (2c columns) for the previous direction d::
 
-        g = K(X, Z) alpha - Y,  q = K(X, Z) d,  A = K(Z, X) [g, q]       # one pass, p x 2c
-        s = (<g, q> + r d^T K_ZZ alpha) / (<q, q> + r d^T K_ZZ d)         # exact line search
+        g = K(X, Z) alpha - Y,  q = K(X, Z) d,  A = K(Z, X) W [g, q]     # one pass, p x 2c
+        s = (<g, q>_W + r d^T K_ZZ alpha) / (<q, q>_W + r d^T K_ZZ d)     # exact line search
         alpha -= s d;  u = A_g - s A_q + r K_ZZ alpha                     # by linearity
         d = K_ZZ^{-1} (u - values(u));  alpha -= t d                       # t: the last step
 
@@ -204,11 +218,15 @@ class FullGradientDescent:
         Rows per chunk of the pass.
     form, budget
         As in :func:`batch_gradient`.
+    sample_weight : Tensor (n,), optional
+        The normalised loss weights of the rows of X (:mod:`kops.solvers.loss_weights`).
     """
 
-    def __init__(self, Z, c, corr, projector, *, step, ridge, kernel, chunk, form=False, budget=0):
+    def __init__(self, Z, c, corr, projector, *, step, ridge, kernel, chunk, form=False, budget=0,
+                 sample_weight=None):
         p = Z.shape[0]
         self.Z, self.corr, self.projector, self.kernel = Z, corr, projector, kernel
+        self.sample_weight = sample_weight
         self.ridge, self.chunk, self.form, self.budget = ridge, chunk, form, budget
         self.alpha = torch.zeros(p, c, dtype=Z.dtype, device=Z.device)
         self.d = None
@@ -217,16 +235,18 @@ class FullGradientDescent:
 
     # The reductions over the centers, separate so that a sharded model (rows of Z, alpha, d
     # on each process) can sum them over its processes (kops.distributed).
-    def _gradient(self, xb, yb, V):
-        """``R = K(X_B, Z) V - Y_B`` (m x k) and ``K(Z, X_B) R`` (p x k) for one chunk."""
-        return batch_gradient(xb, yb, self.Z, V, self.Z.shape[0], self.kernel, form=self.form, budget=self.budget)
+    def _gradient(self, xb, yb, V, weight=None):
+        """``R = K(X_B, Z) V - Y_B`` (m x k) and ``K(Z, X_B) W R`` (p x k) for one chunk (W: the
+        chunk's loss weights ``weight``, I when None)."""
+        return batch_gradient(xb, yb, self.Z, V, self.Z.shape[0], self.kernel, form=self.form, budget=self.budget,
+                              weight=weight)
 
     def _dot(self, a, b) -> float:
         """``sum(a * b)`` over the centers' rows (p x c each)."""
         return float((a * b).sum())
 
     def _pass(self, X, Y, V, progress):
-        """``A = K(Z, X) [K(X, Z) V - [Y, 0]]`` and the Gram entries of the residuals."""
+        """``A = K(Z, X) W [K(X, Z) V - [Y, 0]]`` and the (weighted) Gram entries of the residuals."""
         n, c, p = X.shape[0], Y.shape[1], self.Z.shape[0]
         A = torch.zeros(p, V.shape[1], dtype=V.dtype, device=V.device)
         gram = torch.zeros(V.shape[1] // c, V.shape[1] // c, dtype=torch.float64, device=V.device)
@@ -235,16 +255,20 @@ class FullGradientDescent:
             yb = Y[r0 : r0 + self.chunk]
             if pad:
                 yb = torch.cat([yb, torch.zeros(yb.shape[0], pad, dtype=yb.dtype, device=yb.device)], 1)
-            R, Ab = self._gradient(X[r0 : r0 + self.chunk], yb, V)
+            w = None if self.sample_weight is None else self.sample_weight[r0 : r0 + self.chunk]
+            xb = X[r0 : r0 + self.chunk]
+            # the sharded subclasses' _gradient takes no weights (their solvers refuse them)
+            R, Ab = self._gradient(xb, yb, V) if w is None else self._gradient(xb, yb, V, weight=w)
             A += Ab
             blocks = R.to(torch.float64).reshape(R.shape[0], -1, c)
-            gram += torch.einsum("nic,njc->ij", blocks, blocks)
+            weighted = blocks if w is None else blocks * w.to(torch.float64)[:, None, None]
+            gram += torch.einsum("nic,njc->ij", weighted, blocks)
             if progress is not None:
                 progress.update(min(n, r0 + self.chunk))
         return A, gram
 
     def epoch(self, X, Y, progress=None) -> float:
-        """One pass and one step (class docstring). Returns ``||K(X, Z) alpha - Y||^2`` at
+        """One pass and one step (class docstring). Returns ``||K(X, Z) alpha - Y||_W^2`` at
         the line-search point."""
         c, r, alpha = Y.shape[1], self.ridge, self.alpha
         d = self.d
@@ -309,9 +333,9 @@ class DelayedProjection:
     projection never evaluates the pending model. One step on a batch B of m points::
 
         g   = K(X_B, [Z; Z_tmp]) [alpha + a_c; a_tmp] - Y_B  # formed block, or fused
-        u   = K(Z, X_B) g                                    # the same block, transposed
+        u   = K(Z, X_B) W_B g                                # the same block, transposed
         coef, values = corr.correct(u[rows])
-        h  -= eta (u - values);  a_c += eta coef;  append X_B to Z_tmp with weights -eta g
+        h  -= eta (u - values);  a_c += eta coef;  append X_B to Z_tmp with weights -eta W_B g
         with a ridge (c = eta m r / n): every weight and h scale by (1 - c), and the
         preconditioned pull of f(Z[rows]) = K(Z[rows], Z) alpha + h[rows] is added likewise
 
@@ -359,11 +383,11 @@ class DelayedProjection:
         self.f_rows = torch.zeros(k, c, dtype=Z.dtype, device=Z.device) if ridge else None  # K(Z[rows], Z) alpha
         self.end, self.pending, self.n_projections = p, 0, 0
 
-    def _gradient(self, xb, yb):
-        """``g = f(X_B) - Y_B`` and ``u = K(Z, X_B) g`` (formed tiles or two fused products)."""
+    def _gradient(self, xb, yb, weight=None):
+        """``g = f(X_B) - Y_B`` and ``u = K(Z, X_B) W_B g`` (formed tiles or two fused products)."""
         end = self.end
         return batch_gradient(xb, yb, self.pts[:end], self.wts[:end], self.p, self.kernel, form=self.form,
-                              budget=self.budget)
+                              budget=self.budget, weight=weight)
 
     def _add_coef(self, coef):
         if self.corr.rows is None:
@@ -372,10 +396,11 @@ class DelayedProjection:
             self.alpha.index_add_(0, self.corr.rows, coef)
         self.a_c += coef
 
-    def step(self, xb, yb) -> float:
-        """One batch; projects when T batches are pending. Returns ``||g||^2``."""
+    def step(self, xb, yb, weight=None) -> float:
+        """One batch; projects when T batches are pending. ``weight`` (m,): the batch's
+        normalised loss weights W_B (None: unweighted). Returns ``||g||^2``."""
         eta, mb, rows = self.eta, xb.shape[0], self.corr.rows
-        g, u = self._gradient(xb, yb)
+        g, u = self._gradient(xb, yb, weight)
         coef, values = self.corr.correct(_at(u, rows))
         coef.mul_(eta)
         if self.ridge:
@@ -389,13 +414,16 @@ class DelayedProjection:
             values.add_(pull_values, alpha=c / eta)
         self.h.sub_(u.sub_(values), alpha=eta)
         end = self.end
+        residual = float(g.square().sum())
+        if weight is not None:
+            g.mul_(weight[:, None])
         self.pts[end : end + mb] = xb
         self.wts[end : end + mb] = g * (-eta)
         self.end, self.pending = end + mb, self.pending + 1
         self._add_coef(coef)
         if self.pending == self.T:
             self.project()
-        return float(g.square().sum())
+        return residual
 
     def project(self) -> None:
         """Move the pending part onto the centers: ``alpha += K(Z, Z)^{-1} h``; clear it."""

@@ -180,8 +180,15 @@ class ProjectedEigenPro(KernelModel):
       iterative :class:`CenterProjector` (tolerance ``projection_tol``).
     """
 
-    def _setup_projected(self, X, Y, ridge):
-        """Centers, the correction on the centers, the projector, batch size and step size."""
+    def _setup_projected(self, X, Y, ridge, weights=None):
+        """Centers, the correction on the centers, the projector, batch size and step size.
+
+        ``weights`` (:class:`~kops.solvers.loss_weights.LossWeights`): the step is divided by
+        their largest; None (the sharded solvers) refuses sample weights other than ones.
+        """
+        if weights is None:
+            self._refuse_row_weights()
+        self._step_divisor = 1.0 if weights is None else weights.largest
         n, d = X.shape
         c = Y.shape[1]
         gen = self.generator_
@@ -239,6 +246,7 @@ class ProjectedEigenPro(KernelModel):
         self.full_gradient_ = use_full_gradient(corr, ridge, n, getattr(self, "full_gradient", "auto"))
         if self.full_gradient_:
             eta, top = full_gradient_step_size(top, m, n)
+        eta /= self._step_divisor
         self._probe = (xb, corr, inverse, dx)
         self.preconditioner_ = corr if self.span_preconditioner_ else P_data
         self.projector_ = projector
@@ -260,6 +268,7 @@ class ProjectedEigenPro(KernelModel):
                                  budget=get_memory_budget(self.device_) // 2, generator=self.generator_,
                                  centers=self.centers_, correction=corr, inverse=inverse, projected=False,
                                  diag_points=dx)
+        eta /= getattr(self, "_step_divisor", 1.0)
         if eta < self.step_size_:
             self.step_size_, self.lambda_max_ = eta, top
         return self.step_size_
