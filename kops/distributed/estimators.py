@@ -349,7 +349,8 @@ class EigenPro2(_ShardedModel, solvers.EigenPro2):
 
     def _fit(self, X, Y):
         epochs = check_epochs(self.epochs)
-        ridge = self._uniform_weight_ridge(check_ridge(self.ridge))  # unequal sample weights: ValueError
+        self._refuse_row_weights()  # sample weights other than ones: ValueError on every rank
+        ridge = check_ridge(self.ridge)
         self._check_same_data(X, Y)
         idx, P, m, eta = self._setup_eigenpro2(X, Y, ridge)
         m, eta = self._agree(m, eta)
@@ -414,7 +415,8 @@ class EigenPro3(_ShardedProjected, solvers.EigenPro3):
 
     def _fit(self, X, Y):
         epochs = check_epochs(self.epochs)
-        ridge = self._uniform_weight_ridge(check_ridge(self.ridge))  # unequal sample weights: ValueError
+        self._refuse_row_weights()  # sample weights other than ones: ValueError on every rank
+        ridge = check_ridge(self.ridge)
         Z, corr, projector, m = self._setup_sharded(X, Y, ridge)
         del self._probe
         m, eta = self._agree(m, self.step_size_)
@@ -451,7 +453,8 @@ class EigenPro4(_ShardedProjected, solvers.EigenPro4):
 
     def _fit(self, X, Y):
         epochs = check_epochs(self.epochs)
-        ridge = self._uniform_weight_ridge(check_ridge(self.ridge))  # unequal sample weights: ValueError
+        self._refuse_row_weights()  # sample weights other than ones: ValueError on every rank
+        ridge = check_ridge(self.ridge)
         Z, corr, projector, m = self._setup_sharded(X, Y, ridge)
         n, d = X.shape
         p, c = Z.shape[0], Y.shape[1]
