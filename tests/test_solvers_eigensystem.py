@@ -96,3 +96,37 @@ def test_matrix_free_path_never_forms_k(monkeypatch):
     x = _points(400, 5, 6)
     out = top_eigensystem(x, "gaussian", 2.0, k=10, method="subspace", tol=1e-8)
     assert out.method == "subspace" and out.residual <= 1e-8
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("n,k", [(1, 1), (7, 3), (200, 1), (200, 37), (200, 100), (200, 150), (97, 97)])
+@pytest.mark.parametrize("with_scipy", [True, False])
+def test_top_eigh_pairs_by_residuals(n, k, dtype, with_scipy, monkeypatch):
+    import builtins
+
+    from kops.solvers.dense import top_eigh
+
+    if not with_scipy:  # the torch path must give the same pairs where SciPy is absent
+        real_import = builtins.__import__
+
+        def no_scipy(name, *args, **kwargs):
+            if name.startswith("scipy"):
+                raise ImportError("no scipy here")
+            return real_import(name, *args, **kwargs)
+
+        monkeypatch.setattr(builtins, "__import__", no_scipy)
+    g = torch.Generator().manual_seed(n + k)
+    B = torch.randn(n, n + 3, generator=g, dtype=torch.float64)
+    A64 = B @ B.T / (n + 3) + torch.diag(torch.linspace(0, 1, n, dtype=torch.float64))
+    A = A64.to(dtype)
+    w, V = top_eigh(A, k)
+    assert w.shape == (k,) and V.shape == (n, k) and w.dtype == dtype and V.dtype == dtype
+    eps = torch.finfo(dtype).eps
+    scale = float(A64.norm())
+    assert bool((w[:-1] >= w[1:]).all())  # descending
+    want = torch.linalg.eigvalsh(A64).flip(0)[:k]
+    assert float((w.double() - want).abs().max()) <= 50 * n * eps * scale
+    residual = (A.double() @ V.double() - V.double() * w.double()).norm(dim=0).max()
+    assert float(residual) <= 50 * n * eps * scale
+    gram = V.double().T @ V.double()
+    assert float((gram - torch.eye(k, dtype=torch.float64)).abs().max()) <= 50 * n * eps

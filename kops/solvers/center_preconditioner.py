@@ -34,7 +34,7 @@ from __future__ import annotations
 import torch
 
 from ..ops import kernel_matrix, kmv
-from .dense import formed_kernel_matrix, jittered_cholesky
+from .dense import formed_kernel_matrix, jittered_cholesky, top_eigh
 
 __all__ = ["SampleCorrection", "SpanPreconditioner", "CholeskyProjector", "cholesky_factor"]
 
@@ -103,12 +103,12 @@ class SpanPreconditioner:
         B = torch.linalg.solve_triangular(L, KZS, upper=False)
         del KZS
         if s <= p:  # eigenpairs of B B^T / s from the smaller Gram B^T B / s
-            lam, V = torch.linalg.eigh(B.T @ B / s)
-            lam, V = lam.flip(0)[: q + 1].clamp_min(0.0), V.flip(1)[:, : q + 1]
+            lam, V = top_eigh(B.T @ B / s, q + 1)
+            lam = lam.clamp_min(0.0)
             U = B @ V[:, :q] / (s * lam[:q]).clamp_min(torch.finfo(torch.float64).tiny).sqrt()
         else:
-            lam, U = torch.linalg.eigh(B @ B.T / s)
-            lam, U = lam.flip(0)[: q + 1].clamp_min(0.0), U.flip(1)[:, :q]
+            lam, U = top_eigh(B @ B.T / s, q + 1)
+            lam, U = lam.clamp_min(0.0), U[:, :q]
         del B
         floor = float(lam[0]) * (1e-10 if dt == torch.float64 else 1e-5)
         q = max(1, min(q, int((lam[1:] >= floor).sum())))

@@ -1,12 +1,13 @@
-"""Dense blocks the solvers form on purpose: a kernel matrix in row tiles within a budget, and
-the Cholesky factor of a PSD matrix with the smallest jitter that makes it succeed."""
+"""Dense blocks the solvers form on purpose: a kernel matrix in row tiles within a budget, the
+Cholesky factor of a PSD matrix with the smallest jitter that makes it succeed, and the top
+eigenpairs of a symmetric matrix."""
 from __future__ import annotations
 
 import torch
 
 from ..ops import kernel_matrix
 
-__all__ = ["formed_kernel_matrix", "jittered_cholesky"]
+__all__ = ["formed_kernel_matrix", "jittered_cholesky", "top_eigh"]
 
 
 def formed_kernel_matrix(x, z, kernel, budget: int, dtype=None, tile_factor: int = 1):
@@ -39,3 +40,28 @@ def jittered_cholesky(G: torch.Tensor, jitter: float = 0.0, *, what: str = "the 
         G.diagonal().add_(step - jitter)
         jitter = step
     raise ValueError(f"{what} is not positive definite even with jitter")
+
+
+def top_eigh(A: torch.Tensor, k: int):
+    """The ``k`` largest eigenvalues of the symmetric ``A`` (n x n), descending, and their
+    orthonormal eigenvectors: ``(w (k,), V (n, k))`` with ``A V = V diag(w)``.
+
+    On CPU, where SciPy is installed and ``k <= n / 2``, LAPACK's ``syevr`` (SciPy's
+    ``eigh(subset_by_index=..., driver="evr")``) computes only those k pairs after the
+    tridiagonal reduction; elsewhere the full ``torch.linalg.eigh``, truncated. The solvers
+    need tens to a few hundred of the top pairs of a few-thousand-square matrix, where the full
+    decomposition's back-transformation of all n eigenvectors is most of the time.
+    """
+    n = A.shape[0]
+    k = max(0, min(int(k), n))
+    if A.device.type == "cpu" and A.dtype in (torch.float32, torch.float64) and 0 < k <= n // 2:
+        try:
+            import scipy.linalg
+        except ImportError:
+            scipy = None
+        if scipy is not None:
+            w, V = scipy.linalg.eigh(A.detach().numpy(), subset_by_index=[n - k, n - 1], driver="evr",
+                                     check_finite=False)
+            return torch.from_numpy(w[::-1].copy()), torch.from_numpy(V[:, ::-1].copy())
+    w, V = torch.linalg.eigh(A)
+    return w.flip(0)[:k], V.flip(1)[:, :k]

@@ -25,6 +25,7 @@ import torch
 from ..config import get_memory_budget
 from ..ops import kernel_matrix, kmv
 from ._validation import kernel_of
+from .dense import top_eigh
 
 __all__ = ["Eigensystem", "top_eigensystem"]
 
@@ -61,8 +62,7 @@ def _dense(x64, spec, k):
     s = x64.shape[0]
     K = kernel_matrix(x64, x64, spec) / s
     K = 0.5 * (K + K.T)  # exact symmetry for eigh
-    w, V = torch.linalg.eigh(K)
-    w, V = w.flip(0)[:k], V.flip(1)[:, :k]
+    w, V = top_eigh(K, k)
     return Eigensystem(w.clamp_min(0.0), V.contiguous(), "dense")
 
 
