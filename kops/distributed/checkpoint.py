@@ -110,7 +110,7 @@ class GatheredState:
             state.alpha.copy_(_on_rows(saved["weights"], model))
             state.n_projections = int(saved["n_projections"])
             if state.f_rows is not None:
-                state.f_rows.copy_(state.projector.rows_f(state.alpha))
+                state.f_rows.copy_(state._f_rows())
             return
         WeightsState(model).load_state_dict({"weights": _on_rows(saved["weights"], model)})
 

@@ -31,7 +31,7 @@ import torch
 
 from ..ops import kernel_matrix, kmv
 from ..solvers._sampling import batches
-from ..solvers.iterations import FullGradientDescent
+from ..solvers.iterations import DelayedProjection, FullGradientDescent
 from .data import ShardedRows, local_part, take_rows
 from .group import Shard, all_gather_padded, all_reduce, batch_part
 
@@ -115,7 +115,7 @@ def sharded_projected_step(product, alpha, corr, projector, xb, yb, eta, *, ridg
     return float(g.square().sum())
 
 
-class ShardedDelayedProjection:
+class ShardedDelayedProjection(DelayedProjection):
     """EigenPro 4's state (:class:`kops.solvers.iterations.DelayedProjection`) on row shards.
 
     Rank r holds its centers Z_r with weights ``alpha_r`` and cached predictions ``h_r``
@@ -129,7 +129,9 @@ class ShardedDelayedProjection:
         ridge as in the single-process state
 
     and :meth:`project` (every T batches, and at the end of each epoch):
-    ``alpha_r += (K(Z, Z)^{-1} h)_r``; clear the pending part.
+    ``alpha_r += (K(Z, Z)^{-1} h)_r``; clear the pending part. The step and the projection
+    are the single-process ones; this class supplies the sharded gradient, the part of each
+    batch the buffer keeps and the sharded f on the correction's rows.
 
     Parameters
     ----------
@@ -147,28 +149,17 @@ class ShardedDelayedProjection:
 
     def __init__(self, Z, c, corr, projector, shard: Shard, group, *, interval, batch_size, eta, ridge=0.0, n=1,
                  kernel, budget, form):
-        p, d = Z.shape
-        self.p, self.corr, self.projector, self.kernel = p, corr, projector, kernel
-        self.shard, self.group = shard, group
-        self.T, self.eta, self.ridge, self.n = interval, eta, ridge, n
-        self.budget, self.form = budget, form
         part = -(-batch_size // shard.world_size)  # the largest part of a batch
+        super().__init__(Z, c, corr, projector, interval=interval, batch_size=part, eta=eta, ridge=ridge, n=n,
+                         kernel=kernel, budget=budget, form=form)
+        self.shard, self.group = shard, group
         # The formed path's tiles are sized for the largest rank's buffer, so every rank runs
         # the same number of tiles (one all-reduce each).
         self.tile_cols = max(shard.sizes) + interval * part
-        cap = p + interval * part
-        self.pts = torch.empty(cap, d, dtype=Z.dtype, device=Z.device)
-        self.pts[:p] = Z
-        self.wts = torch.zeros(cap, c, dtype=Z.dtype, device=Z.device)
-        self.alpha = self.wts[:p]
-        self.h = torch.zeros(p, c, dtype=Z.dtype, device=Z.device)
-        rows = corr.rows
-        k = p if rows is None else rows.shape[0]
-        self.a_c = torch.zeros(k, c, dtype=Z.dtype, device=Z.device)
-        self.f_rows = torch.zeros(k, c, dtype=Z.dtype, device=Z.device) if ridge else None
-        self.end, self.pending, self.n_projections = p, 0, 0
 
-    def _gradient(self, xb, yb):
+    def _gradient(self, xb, yb, weight=None):
+        if weight is not None:
+            raise NotImplementedError("the sharded EigenPro 4 state takes no loss weights")
         end, p = self.end, self.p
         pts, wts = self.pts[:end], self.wts[:end]
         if not self.form:
@@ -186,53 +177,11 @@ class ShardedDelayedProjection:
             g[r0 : r0 + rows] = gt
         return g, u
 
-    def _add_coef(self, coef):
-        if self.corr.rows is None:
-            self.alpha.add_(coef)
-        else:
-            self.alpha.index_add_(0, self.corr.rows, coef)
-        self.a_c += coef
+    def _own_part(self, mb: int) -> slice:
+        return batch_part(mb, self.shard.rank, self.shard.world_size)  # about m / P rows
 
-    def step(self, xb, yb) -> float:
-        """One batch (all of it, on every rank); projects when T batches are pending.
-        Returns ``||g||^2``."""
-        eta, mb, rows = self.eta, xb.shape[0], self.corr.rows
-        g, u = self._gradient(xb, yb)
-        coef, values = self.corr.correct(_at(u, rows))
-        coef.mul_(eta)
-        if self.ridge:
-            c = eta * mb * self.ridge / self.n
-            pull_coef, pull_values = self.corr.correct(self.f_rows + _at(self.h, rows))
-            self.wts[: self.end].mul_(1.0 - c)
-            self.a_c.mul_(1.0 - c)
-            self.h.mul_(1.0 - c)
-            self.f_rows.mul_(1.0 - c)
-            coef.add_(pull_coef, alpha=c)
-            values.add_(pull_values, alpha=c / eta)
-        self.h.sub_(u.sub_(values), alpha=eta)
-        part = batch_part(mb, self.shard.rank, self.shard.world_size)
-        end, k = self.end, part.stop - part.start
-        self.pts[end : end + k] = xb[part]
-        self.wts[end : end + k] = g[part] * (-eta)
-        self.end, self.pending = end + k, self.pending + 1
-        self._add_coef(coef)
-        if self.pending == self.T:
-            self.project()
-        return float(g.square().sum())
-
-    def project(self) -> None:
-        """``alpha_r += (K(Z, Z)^{-1} h)_r``; clear the pending part (a collective)."""
-        if not self.pending:
-            return
-        self._add_coef(-self.a_c)
-        self.a_c.zero_()
-        self.alpha.add_(self.projector.solve(self.h))
-        self.wts[self.p : self.end].zero_()
-        self.h.zero_()
-        self.end, self.pending = self.p, 0
-        self.n_projections += 1
-        if self.ridge:
-            self.f_rows.copy_(self.projector.rows_f(self.alpha))
+    def _f_rows(self):
+        return self.projector.rows_f(self.alpha)  # one all-reduce on the correction's rows
 
 
 class ShardedFullGradientDescent(FullGradientDescent):

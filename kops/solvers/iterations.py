@@ -417,13 +417,25 @@ class DelayedProjection:
         residual = float(g.square().sum())
         if weight is not None:
             g.mul_(weight[:, None])
-        self.pts[end : end + mb] = xb
-        self.wts[end : end + mb] = g * (-eta)
-        self.end, self.pending = end + mb, self.pending + 1
+        part = self._own_part(mb)
+        k = part.stop - part.start
+        self.pts[end : end + k] = xb[part]
+        self.wts[end : end + k] = g[part] * (-eta)
+        self.end, self.pending = end + k, self.pending + 1
         self._add_coef(coef)
         if self.pending == self.T:
             self.project()
         return residual
+
+    # Hooks of a sharded state (kops.distributed.steps.ShardedDelayedProjection): which rows
+    # of a batch its pending buffer keeps, and f on the correction's rows.
+    def _own_part(self, mb: int) -> slice:
+        """The rows of a batch of ``mb`` points this state appends to its pending buffer."""
+        return slice(0, mb)
+
+    def _f_rows(self):
+        """``K(Z[rows], Z) alpha`` (after a projection, with a ridge)."""
+        return self.projector.rows(self.corr.rows, self.alpha)
 
     def project(self) -> None:
         """Move the pending part onto the centers: ``alpha += K(Z, Z)^{-1} h``; clear it."""
@@ -437,7 +449,7 @@ class DelayedProjection:
         self.end, self.pending = self.p, 0
         self.n_projections += 1
         if self.ridge:
-            self.f_rows.copy_(self.projector.rows(self.corr.rows, self.alpha))
+            self.f_rows.copy_(self._f_rows())
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict:
