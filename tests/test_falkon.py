@@ -14,25 +14,12 @@ import pytest
 import torch
 
 import kops
+from helpers import relative_distance, smooth_problem
 from kops.solvers.falkon import FalkonPreconditioner, conjugate_gradient, max_centers
 
 BANDWIDTH = {"gaussian": 1.0, "laplacian": 2.0, "matern52": 1.5}
 RIDGES = [1e-8, 1e-3, 1.0, 100.0]
 TOL = {"float64": 1e-3, "float32": 1e-2}  # as the EigenPro convergence matrix
-
-
-def _problem(n, d, task, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    X = torch.rand(n, d, generator=g, dtype=torch.float64) * 3
-    if task == "regression":
-        return X, torch.stack([torch.sin(X.sum(1)), torch.cos(2 * X[:, 0])], 1)
-    return X, ((X[:, 0] + torch.sin(3 * X[:, 1])) * 1.2).long().clamp(0, 2)
-
-
-def _relative(model, exact, X):
-    fitted = torch.as_tensor(model.decision_function(X)).double()
-    want = torch.as_tensor(exact.decision_function(X)).double()
-    return float((fitted - want).norm() / want.norm())
 
 
 def _iterations(kernel, ridge):
@@ -50,12 +37,12 @@ CASES = list(itertools.product(BANDWIDTH, RIDGES, ["float64", "float32"]))
 @pytest.mark.parametrize("kernel,ridge,dtype", CASES, ids=[f"{k}-r{r:g}-{t}" for k, r, t in CASES])
 def test_reaches_the_exact_restricted_model(kernel, ridge, dtype):
     task = "regression" if dtype == "float64" else "classification"
-    X, Y = _problem(300, 3, task)
+    X, Y = smooth_problem(300, 3, task)
     Z = X[:60]
     exact = kops.ExactKernelRidge(kernel, BANDWIDTH[kernel], centers=Z, ridge=ridge, task=task).fit(X, Y)
     model = kops.Falkon(kernel, BANDWIDTH[kernel], centers=Z, ridge=ridge, max_iter=_iterations(kernel, ridge),
                         tol=1e-10, dtype=dtype, task=task).fit(X, Y)
-    rel = _relative(model, exact, X)
+    rel = relative_distance(model, exact, X)
     assert rel < TOL[dtype], f"fitted values {rel:.3g} from the exact model after {model.n_iter_} iterations"
     assert model.weights_.dtype == getattr(torch, dtype)
     assert model.preconditioner_.L.dtype == torch.float64 and model.preconditioner_.A.dtype == torch.float64
@@ -64,17 +51,17 @@ def test_reaches_the_exact_restricted_model(kernel, ridge, dtype):
 
 
 def test_all_points_as_centers_and_random_centers():
-    X, Y = _problem(200, 2, "regression", seed=3)
+    X, Y = smooth_problem(200, 2, "regression", seed=3)
     exact = kops.ExactKernelRidge("laplacian", 1.0, ridge=1e-2).fit(X, Y)  # centers = all points
     model = kops.Falkon("laplacian", 1.0, centers=X, ridge=1e-2, max_iter=80, tol=1e-10, dtype="float64").fit(X, Y)
-    assert _relative(model, exact, X) < 1e-6
+    assert relative_distance(model, exact, X) < 1e-6
     drawn = kops.Falkon("laplacian", 1.0, centers=50, ridge=1e-2, dtype="float64", random_state=4).fit(X, Y)
     same = kops.ExactKernelRidge("laplacian", 1.0, centers=drawn.centers_, ridge=1e-2).fit(X, Y)
-    assert _relative(drawn, same, X) < 1e-5
+    assert relative_distance(drawn, same, X) < 1e-5
 
 
 def test_history_has_one_record_per_iteration_and_the_objective_falls():
-    X, Y = _problem(300, 3, "regression", seed=1)
+    X, Y = smooth_problem(300, 3, "regression", seed=1)
     model = kops.Falkon("gaussian", 1.0, centers=60, ridge=1e-3, max_iter=12, tol=0.0, dtype="float64",
                         random_state=0).fit(X, Y)
     assert model.n_iter_ == 12 and [r["epoch"] for r in model.history_] == list(range(1, 13))
@@ -84,7 +71,7 @@ def test_history_has_one_record_per_iteration_and_the_objective_falls():
 
 
 def test_tolerance_stops_early_and_callback_stops():
-    X, Y = _problem(300, 3, "regression", seed=2)
+    X, Y = smooth_problem(300, 3, "regression", seed=2)
     loose = kops.Falkon("laplacian", 2.0, centers=60, ridge=1.0, max_iter=100, tol=1e-3, dtype="float64",
                         random_state=0).fit(X, Y)
     assert loose.n_iter_ < 100 and loose.residuals_.max() <= 1e-3
@@ -94,7 +81,7 @@ def test_tolerance_stops_early_and_callback_stops():
 
 
 def test_memory_budget_caps_the_centers():
-    X, Y = _problem(400, 3, "regression")
+    X, Y = smooth_problem(400, 3, "regression")
     budget = 3 * 8 * 100 * 100  # room for the preconditioner of 100 centers
     assert max_centers(budget) == 100
     with pytest.raises(ValueError, match="centers: the float64 preconditioner of p = 150 centers needs a memory "
@@ -105,7 +92,7 @@ def test_memory_budget_caps_the_centers():
 
 
 def test_bad_parameters_name_the_argument():
-    X, Y = _problem(50, 2, "regression")
+    X, Y = smooth_problem(50, 2, "regression")
     with pytest.raises(ValueError, match="tol"):
         kops.Falkon(tol=-1.0).fit(X, Y)
     with pytest.raises(ValueError, match="epochs|max_iter"):

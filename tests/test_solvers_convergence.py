@@ -27,6 +27,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import kops
+from helpers import relative_distance, smooth_problem
 
 BANDWIDTH = {"gaussian": 1.0, "laplacian": 2.0, "matern52": 1.5}
 RIDGES = [0.0, 1e-3, 1.0, 10.0, 100.0]
@@ -36,22 +37,13 @@ GROWTH = 1.01
 EPOCHS = 15
 
 
-def _problem(n, d, task, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    X = torch.rand(n, d, generator=g, dtype=torch.float64) * 3
-    if task == "regression":
-        return X, torch.stack([torch.sin(X.sum(1)), torch.cos(2 * X[:, 0])], 1)
-    return X, ((X[:, 0] + torch.sin(3 * X[:, 1])) * 1.2).long().clamp(0, 2)
-
-
 def _check(model, exact, X, tol):
-    fitted = torch.as_tensor(model.decision_function(X)).double()
-    want = torch.as_tensor(exact.decision_function(X)).double()
-    rel = float((fitted - want).norm() / want.norm())
+    rel = relative_distance(model, exact, X)
     assert rel < tol, f"fitted values {rel:.3g} from the exact model (tolerance {tol})"
     objective = [r["objective"] for r in model.history_]
     assert all(np.isfinite(objective))
     # Below this the objective is rounding (an interpolating fit reaches 1e-32).
+    want = torch.as_tensor(exact.decision_function(X)).double()
     floor = 0.5 * float(want.square().sum(1).mean()) * (1e-12 if model.dtype_ == torch.float64 else 1e-6)
     growth = max([b / a for a, b in zip(objective, objective[1:]) if a > floor], default=1.0)
     assert growth <= GROWTH, f"objective grew by {growth:.4f} in one epoch"
@@ -69,7 +61,7 @@ CASES = [
 def test_reaches_exact_model(kernel, ridge, centers, dtype):
     _, cls, p = centers
     task = "regression" if dtype == "float64" else "classification"
-    X, Y = _problem(300, 3, task)
+    X, Y = smooth_problem(300, 3, task)
     kw = {"centers": X[:p]} if p else {}
     exact = kops.ExactKernelRidge(kernel, BANDWIDTH[kernel], ridge=ridge, task=task, **kw).fit(X, Y)
     model = cls(kernel, BANDWIDTH[kernel], ridge=ridge, epochs=EPOCHS, dtype=dtype, task=task, random_state=0,
@@ -80,15 +72,13 @@ def test_reaches_exact_model(kernel, ridge, centers, dtype):
 def test_larger_problem_with_mini_batches():
     # n = 3000 in mini-batches, with the sample preconditioner (the budget holds no factor of
     # K(Z, Z)) and delayed projections (T > 1).
-    X, Y = _problem(3000, 4, "regression", seed=1)
+    X, Y = smooth_problem(3000, 4, "regression", seed=1)
     Z = X[:1000]
     exact = kops.ExactKernelRidge("laplacian", 2.0, centers=Z, ridge=1e-3).fit(X, Y)
     model = kops.EigenPro4("laplacian", 2.0, centers=Z, ridge=1e-3, epochs=8, batch_size=250, n_nystrom=1000,
                            random_state=0, memory_budget="8MB").fit(X, Y)
     assert not model.span_preconditioner_ and model.projection_interval_ > 1
-    fitted = torch.as_tensor(model.decision_function(X)).double()
-    want = torch.as_tensor(exact.decision_function(X)).double()
-    assert float((fitted - want).norm() / want.norm()) < 0.03
+    assert relative_distance(model, exact, X) < 0.03
     objective = [r["objective"] for r in model.history_]
     assert objective[-1] <= 1.2 * exact.history_[-1]["objective"]
     assert max(b / a for a, b in zip(objective, objective[1:])) <= GROWTH
@@ -103,7 +93,7 @@ def test_sample_preconditioner_path_reaches_exact_model(kernel, ridge):
     # The matrix above fits a factor of K(Z, Z) in the budget (span preconditioner, exact
     # projection); this covers the other path: Nystrom sample, inexact projections, delayed
     # (T > 1) with mini-batch steps, or full-gradient steps where the ridge dominates.
-    X, Y = _problem(3000, 4, "regression", seed=1)
+    X, Y = smooth_problem(3000, 4, "regression", seed=1)
     Z = X[:1000]
     exact = kops.ExactKernelRidge(kernel, BANDWIDTH[kernel], centers=Z, ridge=ridge).fit(X, Y)
     model = kops.EigenPro4(kernel, BANDWIDTH[kernel], centers=Z, ridge=ridge, epochs=8, batch_size=250,
@@ -114,12 +104,10 @@ def test_sample_preconditioner_path_reaches_exact_model(kernel, ridge):
     assert model.full_gradient_ == (ridge > 0 and P.mu_q1 <= 2 * ridge / 3000)
     if not model.full_gradient_:
         assert model.projection_interval_ > 1
-    fitted = torch.as_tensor(model.decision_function(X)).double()
-    want = torch.as_tensor(exact.decision_function(X)).double()
     # Mini-batch steps keep a sampling-noise floor (measured 1.1% here); full-gradient steps
     # reach the float32 / projection-tolerance floor (measured 0.04-0.3%).
     tol = 1e-2 if model.full_gradient_ else 0.03
-    assert float((fitted - want).norm() / want.norm()) < tol
+    assert relative_distance(model, exact, X) < tol
     objective = [r["objective"] for r in model.history_]
     assert max(b / a for a, b in zip(objective, objective[1:])) <= GROWTH
 
@@ -133,7 +121,7 @@ def test_large_n_few_centers_float32(kernel, ridge):
     # 10,000: the ill-conditioned few-Gaussian-centers regime (diverged in float32 before
     # the float32 jitter of the factor of K(Z, Z)) and the large-ridge regime (full-gradient
     # steps). Ridge 0 converges more slowly (measured 1.3-1.6% after 5 epochs).
-    X, Y = _problem(20000, 3, "regression", seed=2)
+    X, Y = smooth_problem(20000, 3, "regression", seed=2)
     Z = X[:300]
     exact = kops.ExactKernelRidge(kernel, BANDWIDTH[kernel], centers=Z, ridge=ridge).fit(X, Y)
     model = kops.EigenPro4(kernel, BANDWIDTH[kernel], centers=Z, ridge=ridge, epochs=5, random_state=0).fit(X, Y)
@@ -146,7 +134,7 @@ def test_large_n_classification_eigenpro3():
     # targets' exact model is a near-interpolant, reached slowly in its small eigendirections
     # (measured: fitted values 10% off after 5 epochs, 6.5% after 10) while the predicted
     # classes agree on 98.7% of the points after 5.
-    X, y = _problem(10000, 3, "classification", seed=3)
+    X, y = smooth_problem(10000, 3, "classification", seed=3)
     Z = X[:1000]
     exact = kops.ExactKernelRidge("laplacian", 2.0, centers=Z, ridge=1e-3).fit(X, y)
     model = kops.EigenPro3("laplacian", 2.0, centers=Z, ridge=1e-3, epochs=5, dtype="float64",
@@ -160,7 +148,7 @@ def test_large_n_classification_eigenpro3():
 @given(n=st.integers(40, 200), d=st.integers(1, 6), p_frac=st.floats(0.1, 1.0), ridge=st.sampled_from(RIDGES),
        kernel=st.sampled_from(sorted(BANDWIDTH)), seed=st.integers(0, 2**16), which=st.sampled_from([3, 4]))
 def test_property_random_small_problems(n, d, p_frac, ridge, kernel, seed, which):
-    X, Y = _problem(n, d, "regression", seed=seed)
+    X, Y = smooth_problem(n, d, "regression", seed=seed)
     p = max(2, int(p_frac * n))
     Z = X[torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:p]]
     cls = kops.EigenPro4 if which == 4 else kops.EigenPro3

@@ -14,24 +14,17 @@ import pytest
 import torch
 
 import kops
+from helpers import relative_distance, smooth_problem
 
 TOL = {"float64": 1e-3, "float32": 1e-2}
 BANDWIDTH = {"laplacian": 2.0, "gaussian": 1.0}
 
 
 def _problem(n, d, task, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    X = torch.rand(n, d, generator=g, dtype=torch.float64) * 3
-    w = 0.5 + torch.rand(n, generator=g, dtype=torch.float64)  # max / min up to 3
-    if task == "regression":
-        return X, torch.stack([torch.sin(X.sum(1)), torch.cos(2 * X[:, 0])], 1), w
-    return X, ((X[:, 0] + torch.sin(3 * X[:, 1])) * 1.2).long().clamp(0, 2), w
-
-
-def _relative_error(model, exact, X):
-    fitted = torch.as_tensor(model.decision_function(X)).double()
-    want = torch.as_tensor(exact.decision_function(X)).double()
-    return float((fitted - want).norm() / want.norm())
+    """The smooth problem with random weights in [0.5, 1.5) (max / min up to 3)."""
+    X, y = smooth_problem(n, d, task, seed)
+    w = 0.5 + torch.rand(n, generator=torch.Generator().manual_seed(seed + 1), dtype=torch.float64)
+    return X, y, w
 
 
 # name, solver, its centers (None: EigenPro 2's training points), parameters, ridges, and
@@ -72,8 +65,8 @@ def test_weighted_fit_reaches_the_weighted_exact_model(mode, kernel, ridge, dtyp
         unweighted = cls(kernel, BANDWIDTH[kernel], ridge=ridge, dtype=dtype, task=task, random_state=0,
                          **centers, **params).fit(X, Y)
         plain = kops.ExactKernelRidge(kernel, BANDWIDTH[kernel], ridge=ridge, task=task, **centers).fit(X, Y)
-        tol = max(tol, _relative_error(unweighted, plain, X))
-    assert _relative_error(model, exact, X) < tol
+        tol = max(tol, relative_distance(unweighted, plain, X))
+    assert relative_distance(model, exact, X) < tol
     # the recorded objective is the weighted one, L / sum(w), on the exact model's scale
     objective = [r["objective"] for r in model.history_]
     assert objective[-1] == pytest.approx(exact.history_[-1]["objective"], rel=0.05 if noisy else 1e-2)
@@ -102,7 +95,7 @@ def test_weighted_fit_with_delayed_projections():
     model = kops.EigenPro4("laplacian", 2.0, centers=Z, ridge=1e-3, epochs=12, batch_size=125, n_nystrom=500,
                            random_state=0, memory_budget="4MB").fit(X, Y, sample_weight=w)
     assert not model.span_preconditioner_ and model.projection_interval_ > 1
-    assert _relative_error(model, exact, X) < 0.03  # measured 1.5% (8 epochs unweighted: 1.2%)
+    assert relative_distance(model, exact, X) < 0.03  # measured 1.5% (8 epochs unweighted: 1.2%)
 
 
 @pytest.mark.parametrize("cls,p", [(kops.EigenPro2, None), (kops.EigenPro3, 60), (kops.EigenPro4, 60)])
