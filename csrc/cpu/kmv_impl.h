@@ -286,7 +286,8 @@ void value_tile(const T* k, int64_t ldk, int64_t rows, const T* vt, int64_t ldv,
 // acc += K tile (rows x cols, leading dimension ldk) @ V[col0 : col0 + cols]. Narrow V
 // (a.vrow unset): value_tile, vectorised along the tile's columns (c = 1 at full width).
 // Wide V: the microkernel of the gradient's products on V row-major, vectorised along c with
-// no horizontal sums (value_tile's hsum per row and column of V cost ~40% at c = 100).
+// no horizontal sum per row and column of V (c = 100 at d = 64, 1 thread: 0.040-0.048 s with
+// value_tile, 0.031 s with this).
 template <typename T>
 inline void value_product(const TileArgs<T>& a, const T* k, int64_t ldk, int64_t rows, int64_t col0,
                           int64_t cols, T* acc) {
