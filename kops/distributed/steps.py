@@ -31,7 +31,7 @@ import torch
 
 from ..ops import kernel_matrix, kmv
 from ..solvers._sampling import batches
-from ..solvers.iterations import DelayedProjection, FullGradientDescent
+from ..solvers.iterations import DelayedProjection, FullGradientDescent, _at
 from .data import ShardedRows, local_part, take_rows
 from .group import Shard, all_gather_padded, all_reduce, batch_part
 
@@ -81,10 +81,6 @@ def sharded_eigenpro2_epoch(x, targets, weights, shard: Shard, precond, nystrom_
         if progress is not None:
             progress.update(done)
     return seen
-
-
-def _at(u, rows):
-    return u if rows is None else u[rows]
 
 
 def sharded_projected_step(product, alpha, corr, projector, xb, yb, eta, *, ridge=0.0, n=1) -> float:
