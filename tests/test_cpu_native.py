@@ -162,6 +162,25 @@ def test_gradient_with_few_rows_split_over_threads(threads, generator):
     torch.testing.assert_close(gz, want_z, rtol=1e-9, atol=1e-12)
 
 
+@pytest.mark.parametrize("d", [3, 32, 65])  # small-d pass; rows of 128 bytes (padded stride); generic
+@pytest.mark.parametrize("threads", [1, 2])
+def test_gradient_over_several_row_blocks_and_z_parts(threads, d, generator):
+    # 1000 rows: three row blocks (the last partial), each over several tiles of Z, and on two
+    # threads Z split into parts with per-worker sums of both gradients
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        x, z, v, bw = random_problem(1000, 700, d, 3, dtype=torch.float64, generator=generator)
+        g = torch.randn(1000, 3, generator=generator, dtype=torch.float64)
+        gx, gz = torch.ops.kops.kmv_grad_xz(x, z, v, g, "gaussian", bw, "ieee", "cpu")
+    finally:
+        torch.set_num_threads(previous)
+    want_x, want_z, _ = reference_kmv_grads(x, z, v, g, "gaussian", bw)
+    assert gx.is_contiguous() and gz.is_contiguous()
+    torch.testing.assert_close(gx, want_x, rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(gz, want_z, rtol=1e-9, atol=1e-12)
+
+
 def test_far_from_origin_data_is_accurate(generator):
     x, z, v, bw = random_problem(97, 129, 59, 2, generator=generator, offset=1000.0 * 59**0.5)
     assert_kmv_close(_kmv(x, z, v, "gaussian", bw), x, z, v, "gaussian", bw)

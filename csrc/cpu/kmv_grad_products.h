@@ -3,8 +3,11 @@
 //   gz_tile  (cols x dp) -= q^T (cols x rows) @ xs_block (rows x dp)
 // by the register-blocked FMA microkernel of the distances, so that they run at the width
 // of the ISA in use (the BLAS torch links may use narrower vectors than the CPU has).
-// xs, zs, gx and gz are row-major with dp = d rounded up to the vector width (zero padding),
-// q is row-major with leading dimension ldq. Included by kmv_impl.h inside its namespace.
+// xs, zs, gx and gz are row-major with dp = d rounded up to the vector width (zero padding)
+// and leading dimension ld >= dp, q is row-major with leading dimension ldq. The binding picks
+// ld and ldq of an odd number of cache lines (padded_ld in kmv_ops.cpp): at a power-of-two
+// stride (d = 2048: 8 KiB) the rows a microkernel call sweeps all fall into the same few sets
+// of the L1 cache and evict each other. Included by kmv_impl.h inside its namespace.
 #pragma once
 
 // C (R x NV vectors, leading dimension ldc) -= A (R x K) @ B (K x NV vectors, leading
@@ -63,32 +66,33 @@ inline void sub_product_chunk(const T* a, int64_t ars, int64_t aks, int64_t rows
   }
 }
 
-// C (rows x dp) -= A (rows x K) @ B (K x dp) (kSub = false: +=): dp in chunks of kNV vectors
-// (B's chunk, K x kNV vectors, is swept once per row group from L1 / L2), a narrower last chunk.
+// C (rows x dp) -= A (rows x K) @ B (K x dp) (kSub = false: +=), B and C with leading
+// dimension ld: dp in chunks of kNV vectors (B's chunk, K x kNV vectors, is swept once per row
+// group from L1 / L2), a narrower last chunk.
 template <typename T, bool kSub = true>
 void sub_product(const T* a, int64_t ars, int64_t aks, int64_t rows, int64_t K, const T* b,
-                 int64_t dp, T* c) {
+                 int64_t dp, int64_t ld, T* c) {
   constexpr int W = Ops<T>::W;
   int64_t j = 0;
   for (; j + kNV * W <= dp; j += kNV * W)
-    sub_product_chunk<T, kNV, kSub>(a, ars, aks, rows, K, b + j, dp, c + j, dp);
+    sub_product_chunk<T, kNV, kSub>(a, ars, aks, rows, K, b + j, ld, c + j, ld);
   const int64_t rest = (dp - j) / W;
-  if (rest == 3) sub_product_chunk<T, (kNV > 3 ? 3 : 1), kSub>(a, ars, aks, rows, K, b + j, dp, c + j, dp);
-  if (rest == 2) sub_product_chunk<T, (kNV > 2 ? 2 : 1), kSub>(a, ars, aks, rows, K, b + j, dp, c + j, dp);
-  if (rest == 1) sub_product_chunk<T, 1, kSub>(a, ars, aks, rows, K, b + j, dp, c + j, dp);
+  if (rest == 3) sub_product_chunk<T, (kNV > 3 ? 3 : 1), kSub>(a, ars, aks, rows, K, b + j, ld, c + j, ld);
+  if (rest == 2) sub_product_chunk<T, (kNV > 2 ? 2 : 1), kSub>(a, ars, aks, rows, K, b + j, ld, c + j, ld);
+  if (rest == 1) sub_product_chunk<T, 1, kSub>(a, ars, aks, rows, K, b + j, ld, c + j, ld);
 }
 
 // Both products of one tile (see the top of this file): q rows x cols with leading
 // dimension ldq; xs, gx point at the block's first row, zs, gz at the tile's first column.
 template <typename T>
 void grad_products(const T* q, int64_t ldq, int64_t rows, int64_t cols, const T* xs, const T* zs,
-                   int64_t dp, T* gx, T* gz) {
+                   int64_t dp, int64_t ld, T* gx, T* gz) {
   // A(r, k) = q[r, k], in chunks of kQC columns of q: zs's chunk (kQC x kNV vectors, 32 KiB
   // with float32) then stays in L1 while the block's row groups sweep it
   constexpr int64_t kQC = 32768 / (kNV * Ops<T>::W * static_cast<int64_t>(sizeof(T)));
   for (int64_t k0 = 0; k0 < cols; k0 += kQC)
-    sub_product<T>(q + k0, ldq, 1, rows, cols - k0 < kQC ? cols - k0 : kQC, zs + k0 * dp, dp, gx);
-  sub_product<T>(q, 1, ldq, cols, rows, xs, dp, gz);  // A(r, k) = q[k, r]
+    sub_product<T>(q + k0, ldq, 1, rows, cols - k0 < kQC ? cols - k0 : kQC, zs + k0 * ld, dp, ld, gx);
+  sub_product<T>(q, 1, ldq, cols, rows, xs, dp, ld, gz);  // A(r, k) = q[k, r]
 }
 
 // Small d (the direct-difference and low-d cases, d <= kSmallGradD of the binding): both

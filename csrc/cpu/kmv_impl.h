@@ -292,7 +292,7 @@ template <typename T>
 inline void value_product(const TileArgs<T>& a, const T* k, int64_t ldk, int64_t rows, int64_t col0,
                           int64_t cols, T* acc) {
   if (a.vrow != nullptr)
-    sub_product<T, false>(k, ldk, 1, rows, cols, a.vrow + col0 * a.cpad, a.cpad, acc);
+    sub_product<T, false>(k, ldk, 1, rows, cols, a.vrow + col0 * a.cpad, a.cpad, a.cpad, acc);
   else
     value_tile<T>(k, ldk, rows, a.vt + col0, a.m_pad, cols, acc, a.c);
 }

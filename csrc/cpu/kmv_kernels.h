@@ -93,12 +93,14 @@ struct IsaTable {
   double (*fma_chains_f64)(int64_t reps);
   int width_f32;  // floats per vector
   //   grad_products: gx -= q @ zs and gz -= q^T @ xs for one tile (kmv_grad_products.h);
-  //   row-major xs, zs, gx, gz with dp (d padded to the vector width) columns.
+  //   row-major xs, zs, gx, gz with dp (d padded to the vector width) columns, leading
+  //   dimension ld.
   void (*grad_products_f32)(const float* q, int64_t ldq, int64_t rows, int64_t cols,
-                            const float* xs, const float* zs, int64_t dp, float* gx, float* gz);
+                            const float* xs, const float* zs, int64_t dp, int64_t ld, float* gx,
+                            float* gz);
   void (*grad_products_f64)(const double* q, int64_t ldq, int64_t rows, int64_t cols,
-                            const double* xs, const double* zs, int64_t dp, double* gx,
-                            double* gz);
+                            const double* xs, const double* zs, int64_t dp, int64_t ld,
+                            double* gx, double* gz);
   //   grad_products_small: the same two products for small d, with zs transposed (zst,
   //   D x cols, leading dimension ldz) and gz transposed (gzt, D x cols, leading dimension
   //   ldg), D = d rounded up to 1, 2, 3, 4, 6, 8, 12 or 16 (kmv_grad_products.h).

@@ -41,9 +41,14 @@ constexpr int64_t kTileBytes = 1024;  // tile width in bytes of one row: 256 flo
 // From this many columns of V on, the forward's product with V runs on V row-major,
 // vectorised along c (value_product in kmv_impl.h).
 constexpr int64_t kWideC = 16;
-// Gradient: larger blocks (96 rows: the inner dimension of the q^T @ xs product).
-constexpr int64_t kGradBlockGroups = 16;
-constexpr int64_t kGradTileCols = 512;
+// Gradient: blocks of 384 rows (the inner dimension of the q^T @ xs product, which reads and
+// writes its tile of gz once per block) x tiles of 256 columns (q: 400 KiB, in L2). Against
+// 96 x 512 (1 thread, time per pair of the tile loop): 20% less at d = 784, 0-5% at d = 256
+// and 2048, equal at d = 64.
+constexpr int64_t kGradBlockGroups = 64;
+constexpr int64_t kGradTileCols = 256;
+// Tasks per thread the gradient aims at (Z is split when there are fewer row blocks).
+constexpr int64_t kGradTasksPerThread = 8;
 // Up to this d the gradient's two products run as one pass over q (grad_products_small),
 // with d rounded up to one of the template sizes below.
 constexpr int64_t kSmallGradD = 16;
@@ -119,6 +124,14 @@ bool same_points(const at::Tensor& x, const at::Tensor& z) {
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
+// A leading dimension of at least `cols` elements of `size` bytes whose rows lie an odd
+// number of 64-byte lines apart when they are line multiples: at a power-of-two stride
+// (d = 2048 floats: 8 KiB) the rows one microkernel call sweeps all map to the same few L1
+// sets and evict each other (the gradient's products ran 10-15% slower at d = 2048).
+int64_t padded_ld(int64_t cols, int64_t size) {
+  return cols * size % 128 == 0 ? cols + 64 / size : cols;
+}
+
 int rounding_of(const std::string& precision) {
   if (precision == "ieee") return kIeee;
   if (precision == "tf32") return kTf32;
@@ -141,28 +154,23 @@ inline T round_operand(T value, int rounding) {
   return static_cast<T>(f);
 }
 
-template <typename T>
-void round_tensor(at::Tensor& t, int rounding) {  // contiguous t, in place
-  if (rounding == kIeee) return;
-  T* p = t.data_ptr<T>();
-  const int64_t len = t.numel();
-  at::parallel_for(0, len, 65536, [&](int64_t b, int64_t e) {
-    for (int64_t i = b; i < e; ++i) p[i] = round_operand(p[i], rounding);
-  });
-}
-
 // (a - center) * scale, rows packed as groups of `w` rows in chunks of kc features (the
 // layout of kmv_kernels.h: chunk k0, group g is a len x w block at k0*groups*w + g*len*w; zero
-// padding past the last row), and the squared norms of the scaled rows (padded with 0) when
-// `norms` is defined: one pass over `a`, whatever its strides. Same operation order as
-// the torch reference's (a - center) * scale (the centre itself may differ in the last bit).
+// padding past the last row), the squared norms of the scaled rows (padded with 0) when
+// `norms` is given, and the scaled rows row-major when `rows` is given (groups*w x ld, zero
+// past d and past the last row; the gradient's products): one pass over `a`, whatever its
+// strides. Same operation order as the torch reference's (a - center) * scale (the centre
+// itself may differ in the last bit).
 template <typename T>
 void pack_scaled(const at::Tensor& a, const at::Tensor& center, double scale, int64_t w,
-                 int64_t kc, int rounding, at::Tensor& packed, at::Tensor* norms) {
+                 int64_t kc, int rounding, at::Tensor& packed, at::Tensor* norms,
+                 at::Tensor* rows = nullptr, int64_t ld = 0) {
   const int64_t r = a.size(0), d = a.size(1);
   const int64_t groups = ceil_div(r, w);
   packed = at::empty({groups, d, w}, a.options());
   if (norms != nullptr) *norms = at::empty({groups * w}, a.options());
+  if (rows != nullptr) *rows = at::empty({groups * w, ld}, a.options());
+  T* rdst = rows != nullptr ? rows->data_ptr<T>() : nullptr;
   const T* src = a.data_ptr<T>();
   const int64_t s0 = a.stride(0), s1 = a.stride(1);
   const T* c = center.data_ptr<T>();
@@ -176,6 +184,7 @@ void pack_scaled(const at::Tensor& a, const at::Tensor& center, double scale, in
         const int64_t i = g * w + q;
         T sum = T(0);
         const T* row = src + i * s0;
+        T* rrow = rdst != nullptr ? rdst + i * ld : nullptr;
         for (int64_t k0 = 0; k0 < d; k0 += kc) {
           const int64_t len = std::min(kc, d - k0);
           T* blk = dst + k0 * groups * w + g * len * w + q;
@@ -184,11 +193,16 @@ void pack_scaled(const at::Tensor& a, const at::Tensor& center, double scale, in
               const T val = round_operand<T>((row[(k0 + k) * s1] - c[k0 + k]) * sc, rounding);
               blk[k * w] = val;
               sum += val * val;
+              if (rrow != nullptr) rrow[k0 + k] = val;
             }
           } else {
             for (int64_t k = 0; k < len; ++k) blk[k * w] = T(0);
+            if (rrow != nullptr)
+              for (int64_t k = 0; k < len; ++k) rrow[k0 + k] = T(0);
           }
         }
+        if (rrow != nullptr)
+          for (int64_t k = d; k < ld; ++k) rrow[k] = T(0);
         if (nrm != nullptr) nrm[i] = sum;
       }
     }
@@ -264,7 +278,7 @@ at::Tensor pad_rows(const at::Tensor& a, int64_t rows) {
 
 // Everything the tile kernels read, kept alive by the tensors in this struct.
 struct Prepared {
-  at::Tensor xs, zs;      // scaled rows (n x d, m x d), contiguous
+  at::Tensor xs, zs;      // scaled rows, zero padded (n_pad x ld, m_pad x ld; gradient only)
   at::Tensor xp, zp;      // packed
   at::Tensor xn, zn;      // padded squared norms (GEMM-trick mode)
   at::Tensor vt;          // c x m_pad
@@ -273,11 +287,12 @@ struct Prepared {
   bool direct = false, same = false;
 };
 
-// `rows`: also keep the scaled rows xs, zs (row-major) for the gradient's products.
-// nr, kc: the panel width and the features per chunk of the packed layouts (IsaTable).
+// rows_ld > 0: also keep the scaled rows xs, zs (row-major, leading dimension rows_ld) for
+// the gradient's products. nr, kc: the panel width and the features per chunk of the packed
+// layouts (IsaTable).
 template <typename T>
 Prepared prepare(const at::Tensor& x, const at::Tensor& z, const at::Tensor& v, double scale,
-                 int nr, int64_t kc, bool rows, int rounding, bool round_v) {
+                 int nr, int64_t kc, int64_t rows_ld, int rounding, bool round_v) {
   Prepared p;
   p.kc = kc;
   p.same = same_points(x, z);
@@ -292,18 +307,9 @@ Prepared prepare(const at::Tensor& x, const at::Tensor& z, const at::Tensor& v, 
   const at::Tensor center = finite_mean<T>(z);
   at::Tensor* xn = p.direct ? nullptr : &p.xn;
   at::Tensor* zn = p.direct ? nullptr : &p.zn;
-  pack_scaled<T>(x, center, scale, kMR, kc, rounding, p.xp, xn);
-  pack_scaled<T>(z, center, scale, nr, kc, rounding, p.zp, zn);
-  if (rows) {
-    p.xs = (x - center).mul_(scale).contiguous();
-    round_tensor<T>(p.xs, rounding);
-    if (p.same) {
-      p.zs = p.xs;
-    } else {
-      p.zs = (z - center).mul_(scale).contiguous();
-      round_tensor<T>(p.zs, rounding);
-    }
-  }
+  const bool rows = rows_ld > 0;
+  pack_scaled<T>(x, center, scale, kMR, kc, rounding, p.xp, xn, rows ? &p.xs : nullptr, rows_ld);
+  pack_scaled<T>(z, center, scale, nr, kc, rounding, p.zp, zn, rows ? &p.zs : nullptr, rows_ld);
   p.vt = transpose_padded<T>(v, p.panels * nr, round_v ? rounding : kIeee);
   return p;
 }
@@ -362,7 +368,7 @@ void kmv_accumulate_impl(at::Tensor& out, const at::Tensor& x, const at::Tensor&
   // the bf16 kernels read the plain layout (one chunk), which pack_pairs converts
   const int64_t kc = bf16 != nullptr ? d : (sizeof(T) == 4 ? table->kc_f32 : table->kc_f64);
   // precision modes: the operands of both products (scaled x and z, K, V) are rounded
-  Prepared p = prepare<T>(x, z, v, k.scale, nr, kc, false, rounding, true);
+  Prepared p = prepare<T>(x, z, v, k.scale, nr, kc, 0, rounding, true);
   const bool wide = c >= kWideC;
   if (wide) prepare_wide_v<T>(p, v, sizeof(T) == 4 ? table->width_f32 : table->width_f32 / 2, rounding);
   const int64_t ldacc = wide ? p.cpad : c;  // columns of the accumulators kmv_rows writes
@@ -451,13 +457,41 @@ void cpu_kmv_accumulate(at::Tensor out, const at::Tensor& x, const at::Tensor& z
     kmv_accumulate_impl<double>(out, x, z, v, k, alpha, rounding);
 }
 
+// The gradient's last pass: out (r x d) = factor * (sum_p part_p + sum_p sums_p (x) s), with
+// `nparts` parts `pstride` apart, each row-major (element (i, k) at i * ld + k) or transposed
+// (at k * ld + i: the small-d path), `nsums` vectors of sums `sstride` apart, and s the scaled
+// rows (leading dimension lds). One pass instead of torch's sum, addcmul, mul and copy.
+template <typename T>
+at::Tensor finish_gradient(const T* parts, int64_t nparts, int64_t pstride, int64_t ld,
+                           bool transposed, const T* sums, int64_t nsums, int64_t sstride,
+                           const T* s, int64_t lds, int64_t r, int64_t d, double factor,
+                           const at::TensorOptions& opts) {
+  at::Tensor out = at::empty({r, d}, opts);
+  T* o = out.data_ptr<T>();
+  const T f = static_cast<T>(factor);
+  const int64_t ks = transposed ? ld : 1, is = transposed ? 1 : ld;
+  at::parallel_for(0, r, std::max<int64_t>(1, 16384 / d), [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) {
+      T sum = T(0);
+      for (int64_t q = 0; q < nsums; ++q) sum += sums[q * sstride + i];
+      for (int64_t k = 0; k < d; ++k) {
+        T acc = T(0);
+        for (int64_t q = 0; q < nparts; ++q) acc += parts[q * pstride + i * is + k * ks];
+        o[i * d + k] = (acc + sum * s[i * lds + k]) * f;
+      }
+    }
+  });
+  return out;
+}
+
 // Gradients of <grad_out, K(x, z) v>: with q_ij = f'(u_ij) <g_i, v_j>,
 //   gx = 2 scale (rowsum(q) xs - q zs),  gz = 2 scale (colsum(q) zs - q^T xs).
 // q is formed one block x tile at a time by the tile kernels, and the two products with it
-// by the ISA's product microkernel on the same tile (grad_products), on copies of xs and zs
-// with d padded to the vector width; for small d by one pass over q with zs and gz
-// transposed (grad_products_small). gx rows belong to one task (unless Z is split for lack
-// of row blocks: then gx is summed per worker too); gz is summed per worker.
+// by the ISA's product microkernel on the same tile (grad_products), on row-major copies of
+// xs and zs with d padded to the vector width (written by the packing pass); for small d by
+// one pass over q with zs and gz transposed (grad_products_small). gx rows belong to one task
+// (unless Z is split for lack of row blocks: then gx is summed per worker too); gz is summed
+// per worker.
 template <typename T>
 std::tuple<at::Tensor, at::Tensor> kmv_grad_impl(const at::Tensor& x, const at::Tensor& z,
                                                  const at::Tensor& v, const at::Tensor& grad_out,
@@ -465,17 +499,16 @@ std::tuple<at::Tensor, at::Tensor> kmv_grad_impl(const at::Tensor& x, const at::
   const IsaTable* table = selected_isa();
   const int nr = sizeof(T) == 4 ? table->nr_f32 : table->nr_f64;
   const int64_t width = sizeof(T) == 4 ? table->width_f32 : table->width_f32 / 2;
+  const int64_t size = static_cast<int64_t>(sizeof(T));
   const int64_t n = x.size(0), m = z.size(0), d = x.size(1), c = v.size(1);
+  const int64_t dp = ceil_div(d, width) * width;
+  const int64_t ld = padded_ld(dp, size);  // of xs, zs, gx and gz
   // precision modes: as the reference, only the scaled x and z are rounded here
   const Prepared p = prepare<T>(x, z, v, k.scale, nr, sizeof(T) == 4 ? table->kc_f32 : table->kc_f64,
-                                true, rounding, false);
+                                ld, rounding, false);
   const at::Tensor g = pad_rows(grad_out, p.groups * kMR);
-  const int64_t dp = ceil_div(d, width) * width;
   const int64_t n_pad = p.groups * kMR, m_pad = p.panels * nr;
   const auto opts = x.options();
-  at::Tensor xs_pad = at::zeros({n_pad, dp}, opts), zs_pad = at::zeros({m_pad, dp}, opts);
-  xs_pad.narrow(0, 0, n).narrow(1, 0, d).copy_(p.xs);
-  zs_pad.narrow(0, 0, m).narrow(1, 0, d).copy_(p.zs);
   TileArgs<T> a = tile_args<T>(p, k.id, n, m, d, c);
   a.g = g.data_ptr<T>();
   a.noise_floor = !k.smooth_at_zero;
@@ -488,40 +521,43 @@ std::tuple<at::Tensor, at::Tensor> kmv_grad_impl(const at::Tensor& x, const at::
   auto prod_fn = sizeof(T) == 4 ? reinterpret_cast<void*>(table->grad_products_f32)
                                 : reinterpret_cast<void*>(table->grad_products_f64);
   auto grad_products = reinterpret_cast<void (*)(const T*, int64_t, int64_t, int64_t, const T*,
-                                                 const T*, int64_t, T*, T*)>(prod_fn);
+                                                 const T*, int64_t, int64_t, T*, T*)>(prod_fn);
   auto small_fn = sizeof(T) == 4 ? reinterpret_cast<void*>(table->grad_products_small_f32)
                                  : reinterpret_cast<void*>(table->grad_products_small_f64);
   auto grad_products_small =
       reinterpret_cast<void (*)(const T*, int64_t, int64_t, int64_t, const T*, int64_t, const T*,
                                 int64_t, int64_t, T*, T*, int64_t)>(small_fn);
-  // small d: zs and gz transposed (D x m_pad, zero rows past d), see grad_products_small
+  // small d: zs and gz transposed (D x ldz, zero rows past d), see grad_products_small
   const int64_t small_d = small_grad_width(d);
   TORCH_CHECK(small_d <= dp, "kops native CPU kernel: internal error, small gradient width ", small_d,
               " exceeds the padded d ", dp);
+  const int64_t ldz = padded_ld(m_pad, size);
   at::Tensor zst;
   if (small_d > 0) {
-    zst = at::zeros({small_d, m_pad}, opts);
-    zst.narrow(0, 0, d).narrow(1, 0, m).copy_(p.zs.t());
+    zst = at::zeros({small_d, ldz}, opts);
+    zst.narrow(0, 0, d).narrow(1, 0, m_pad).copy_(p.zs.narrow(1, 0, d).t());
   }
 
   const int64_t blocks = ceil_div(p.groups, kGradBlockGroups);
-  // Too few row blocks to feed every thread: split Z as well, with per-worker gx sums.
+  // Too few row blocks for an even share per thread (with dynamic scheduling a thread waits
+  // about one task at the end): split Z as well, with per-worker gx sums.
   const int64_t threads = at::get_num_threads();
   const int64_t tiles = ceil_div(p.panels, tile_panels);
   int64_t splits = 1;
-  if (threads > 1 && blocks < 2 * threads)
-    splits = std::max<int64_t>(1, std::min<int64_t>(ceil_div(2 * threads, blocks), tiles));
+  if (threads > 1 && blocks < kGradTasksPerThread * threads)
+    splits = std::max<int64_t>(1, std::min<int64_t>(ceil_div(kGradTasksPerThread * threads, blocks), tiles));
   const int64_t ntasks = blocks * splits;
   const int64_t workers = std::max<int64_t>(1, std::min<int64_t>(threads, ntasks));
-  // per-worker sums: gz (m_pad x dp), colsum(q) (m_pad), gx (n_pad x dp) when Z is split
-  at::Tensor gz_parts = small_d > 0 ? at::zeros({workers, small_d, m_pad}, opts)
-                                    : at::zeros({workers, m_pad, dp}, opts);
+  // per-worker sums: gz (m_pad x ld), colsum(q) (m_pad), gx (n_pad x ld) when Z is split
+  at::Tensor gz_parts = small_d > 0 ? at::zeros({workers, small_d, ldz}, opts)
+                                    : at::zeros({workers, m_pad, ld}, opts);
   at::Tensor cs_parts = at::zeros({workers, m_pad}, opts);
-  at::Tensor gx_parts = at::zeros({splits > 1 ? workers : 1, n_pad, dp}, opts);
-  at::Tensor rs_all = at::zeros({splits > 1 ? workers : 1, n_pad}, opts);
-  const int64_t ldq = tile_panels * nr;
-  const T* xs_ptr = xs_pad.data_ptr<T>();
-  const T* zs_ptr = zs_pad.data_ptr<T>();
+  const int64_t gx_count = splits > 1 ? workers : 1;
+  at::Tensor gx_parts = at::zeros({gx_count, n_pad, ld}, opts);
+  at::Tensor rs_all = at::zeros({gx_count, n_pad}, opts);
+  const int64_t ldq = padded_ld(tile_panels * nr, size);
+  const T* xs_ptr = p.xs.data_ptr<T>();
+  const T* zs_ptr = p.zs.data_ptr<T>();
 
   run_tasks(ntasks, [&](int64_t w, std::atomic<int64_t>& next) {
     at::Tensor q = at::empty({kGradBlockGroups * kMR, ldq}, opts);
@@ -542,23 +578,23 @@ std::tuple<at::Tensor, at::Tensor> kmv_grad_impl(const at::Tensor& x, const at::
         const int64_t j0 = t0 * nr, cols = (t1 - t0) * nr;
         grad_tile(a, g0, g1, t0, t1, q.data_ptr<T>(), ldq, rs_w + r0, cs_w + j0);
         if (small_d > 0)
-          grad_products_small(q.data_ptr<T>(), ldq, rows, cols, xs_ptr + r0 * dp, dp,
-                              zst.data_ptr<T>() + j0, m_pad, small_d, gx_w + r0 * dp, gz_w + j0, m_pad);
+          grad_products_small(q.data_ptr<T>(), ldq, rows, cols, xs_ptr + r0 * ld, ld,
+                              zst.data_ptr<T>() + j0, ldz, small_d, gx_w + r0 * ld, gz_w + j0, ldz);
         else
-          grad_products(q.data_ptr<T>(), ldq, rows, cols, xs_ptr + r0 * dp, zs_ptr + j0 * dp, dp,
-                        gx_w + r0 * dp, gz_w + j0 * dp);
+          grad_products(q.data_ptr<T>(), ldq, rows, cols, xs_ptr + r0 * ld, zs_ptr + j0 * ld, dp, ld,
+                        gx_w + r0 * ld, gz_w + j0 * ld);
       }
     }
   });
   const double factor = 2.0 * k.scale;
-  at::Tensor gx = gx_parts.sum(0).narrow(0, 0, n).narrow(1, 0, d);
-  gx.addcmul_(rs_all.sum(0).narrow(0, 0, n).unsqueeze(1), p.xs);
-  gx.mul_(factor);
-  at::Tensor gz = small_d > 0 ? gz_parts.sum(0).narrow(0, 0, d).t().narrow(0, 0, m)
-                              : gz_parts.sum(0).narrow(0, 0, m).narrow(1, 0, d);
-  gz.addcmul_(cs_parts.sum(0).narrow(0, 0, m).unsqueeze(1), p.zs);
-  gz.mul_(factor);
-  return {gx.contiguous(), gz.contiguous()};
+  at::Tensor gx = finish_gradient<T>(gx_parts.data_ptr<T>(), gx_count, n_pad * ld, ld, false,
+                                     rs_all.data_ptr<T>(), gx_count, n_pad, xs_ptr, ld, n, d, factor, opts);
+  at::Tensor gz = small_d > 0
+      ? finish_gradient<T>(gz_parts.data_ptr<T>(), workers, small_d * ldz, ldz, true,
+                           cs_parts.data_ptr<T>(), workers, m_pad, zs_ptr, ld, m, d, factor, opts)
+      : finish_gradient<T>(gz_parts.data_ptr<T>(), workers, m_pad * ld, ld, false,
+                           cs_parts.data_ptr<T>(), workers, m_pad, zs_ptr, ld, m, d, factor, opts);
+  return {gx, gz};
 }
 
 std::tuple<at::Tensor, at::Tensor> cpu_kmv_grad_xz(const at::Tensor& x, const at::Tensor& z,
@@ -590,7 +626,7 @@ at::Tensor kernel_matrix_impl(const at::Tensor& x, const at::Tensor& z, const Ke
   const int64_t n = x.size(0), m = z.size(0), d = x.size(1);
   const at::Tensor no_v = at::zeros({m, 1}, x.options());
   const Prepared p = prepare<T>(x, z, no_v, k.scale, nr,
-                                sizeof(T) == 4 ? table->kc_f32 : table->kc_f64, false, rounding, false);
+                                sizeof(T) == 4 ? table->kc_f32 : table->kc_f64, 0, rounding, false);
   TileArgs<T> a = tile_args<T>(p, k.id, n, m, d, 1);
   a.tile_panels = std::max<int64_t>(1, kTileBytes / static_cast<int64_t>(sizeof(T)) / nr);
   auto fn = sizeof(T) == 4 ? reinterpret_cast<void*>(table->kernel_tile_f32)
