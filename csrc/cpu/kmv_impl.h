@@ -217,14 +217,14 @@ void distance_tile(const TileArgs<T>& a, int64_t g0, int64_t g1, int64_t p0, int
       }
       const int64_t per_group = (next_lines + (g1 - g0) - 1) / (g1 - g0);
       for (int64_t g = g0; g < g1; ++g) {
-        const T* xg = xchunk + g * kc * kMR;
+        const T* xg = xchunk + (g - a.xg0) * kc * kMR;
         T* o = col + (g - g0) * kMR * ldd;
         for (int64_t l = (g - g0) * per_group, e = imin(next_lines, l + per_group); l < e; ++l)
           __builtin_prefetch(next + l * 64, 0, 2);
         if (a.direct)
           micro_direct<T, KERN, EPI>(xg, zpn, kc, o, ldd);  // d <= kDirectMaxD < kKC
         else
-          micro_gemm<T, KERN, EPI>(xg, zpn, kc, a.xn + g * kMR, a.zn + p * NR, o, ldd, resume, last);
+          micro_gemm<T, KERN, EPI>(xg, zpn, kc, a.xn + (g - a.xg0) * kMR, a.zn + p * NR, o, ldd, resume, last);
       }
     }
   }

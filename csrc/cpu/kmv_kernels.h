@@ -53,6 +53,9 @@ struct TileArgs {
   int64_t tile_panels = 16;  // panels of Z per tile (tile width tile_panels * NR)
   int64_t kc = 1 << 30;      // features per chunk of the packed layouts (see above)
   int64_t groups = 0, panels = 0;  // row groups of xp, panels of zp
+  // the first row group xp (and xn) hold: the forward packs X one row block at a time, so
+  // group g lies at xp's group g - xg0 (0 when xp holds all of X)
+  int64_t xg0 = 0;
   // gradient only
   const T* g = nullptr;  // grad_out, n x c row-major (contiguous)
   bool noise_floor = false;  // u <= 16 eps (xn_i + zn_j) counts as u = 0 (non-smooth kernels)

@@ -154,13 +154,62 @@ inline T round_operand(T value, int rounding) {
   return static_cast<T>(f);
 }
 
-// (a - center) * scale, rows packed as groups of `w` rows in chunks of kc features (the
-// layout of kmv_kernels.h: chunk k0, group g is a len x w block at k0*groups*w + g*len*w; zero
-// padding past the last row), the squared norms of the scaled rows (padded with 0) when
-// `norms` is given, and the scaled rows row-major when `rows` is given (groups*w x ld, zero
-// past d and past the last row; the gradient's products): one pass over `a`, whatever its
-// strides. Same operation order as the torch reference's (a - center) * scale (the centre
-// itself may differ in the last bit).
+// The rows of a (r x d, any strides) to be scaled: (a - center) * scale, rounded as the
+// precision mode does. Same operation order as the torch reference's (a - center) * scale
+// (the centre itself may differ in the last bit).
+template <typename T>
+struct ScaledRows {
+  const T* src;
+  int64_t s0, s1, r, d;
+  const T* center;
+  T scale;
+  int rounding;
+  ScaledRows(const at::Tensor& a, const at::Tensor& c, double sc, int rnd)
+      : src(a.data_ptr<T>()), s0(a.stride(0)), s1(a.stride(1)), r(a.size(0)), d(a.size(1)),
+        center(c.data_ptr<T>()), scale(static_cast<T>(sc)), rounding(rnd) {}
+};
+
+// Row groups [g0, g1) of `w` rows, scaled, into the packed layout of kmv_kernels.h (chunks of
+// kc features: chunk k0, group g is a len x w block at k0*groups*w + (g - base)*len*w, for a
+// layout of `groups` groups from group `base` on; zero past the last row), their squared norms
+// into nrm[(g - base) * w + q] (when given) and the rows row-major into rdst (row i at i * ld,
+// zero past d and past the last row; when given).
+template <typename T>
+void pack_groups(const ScaledRows<T>& a, int64_t w, int64_t kc, int64_t g0, int64_t g1,
+                 int64_t base, int64_t groups, T* dst, T* nrm, T* rdst, int64_t ld) {
+  const int64_t r = a.r, d = a.d;
+  for (int64_t g = g0; g < g1; ++g) {
+    for (int64_t q = 0; q < w; ++q) {
+      const int64_t i = g * w + q;
+      T sum = T(0);
+      const T* row = a.src + i * a.s0;
+      T* rrow = rdst != nullptr ? rdst + i * ld : nullptr;
+      for (int64_t k0 = 0; k0 < d; k0 += kc) {
+        const int64_t len = std::min(kc, d - k0);
+        T* blk = dst + k0 * groups * w + (g - base) * len * w + q;
+        if (i < r) {
+          for (int64_t k = 0; k < len; ++k) {
+            const T val = round_operand<T>((row[(k0 + k) * a.s1] - a.center[k0 + k]) * a.scale, a.rounding);
+            blk[k * w] = val;
+            sum += val * val;
+            if (rrow != nullptr) rrow[k0 + k] = val;
+          }
+        } else {
+          for (int64_t k = 0; k < len; ++k) blk[k * w] = T(0);
+          if (rrow != nullptr)
+            for (int64_t k = 0; k < len; ++k) rrow[k0 + k] = T(0);
+        }
+      }
+      if (rrow != nullptr)
+        for (int64_t k = d; k < ld; ++k) rrow[k] = T(0);
+      if (nrm != nullptr) nrm[(g - base) * w + q] = sum;
+    }
+  }
+}
+
+// All of a, scaled, packed (pack_groups) in parallel: the packed tensor, the squared norms when
+// `norms` is given, the rows row-major when `rows` is given (groups*w x ld; the gradient's
+// products): one pass over `a`, whatever its strides.
 template <typename T>
 void pack_scaled(const at::Tensor& a, const at::Tensor& center, double scale, int64_t w,
                  int64_t kc, int rounding, at::Tensor& packed, at::Tensor* norms,
@@ -170,42 +219,13 @@ void pack_scaled(const at::Tensor& a, const at::Tensor& center, double scale, in
   packed = at::empty({groups, d, w}, a.options());
   if (norms != nullptr) *norms = at::empty({groups * w}, a.options());
   if (rows != nullptr) *rows = at::empty({groups * w, ld}, a.options());
-  T* rdst = rows != nullptr ? rows->data_ptr<T>() : nullptr;
-  const T* src = a.data_ptr<T>();
-  const int64_t s0 = a.stride(0), s1 = a.stride(1);
-  const T* c = center.data_ptr<T>();
-  const T sc = static_cast<T>(scale);
+  const ScaledRows<T> src(a, center, scale, rounding);
   T* dst = packed.data_ptr<T>();
   T* nrm = norms != nullptr ? norms->data_ptr<T>() : nullptr;
+  T* rdst = rows != nullptr ? rows->data_ptr<T>() : nullptr;
   const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(1, d * w));
   at::parallel_for(0, groups, grain, [&](int64_t g0, int64_t g1) {
-    for (int64_t g = g0; g < g1; ++g) {
-      for (int64_t q = 0; q < w; ++q) {
-        const int64_t i = g * w + q;
-        T sum = T(0);
-        const T* row = src + i * s0;
-        T* rrow = rdst != nullptr ? rdst + i * ld : nullptr;
-        for (int64_t k0 = 0; k0 < d; k0 += kc) {
-          const int64_t len = std::min(kc, d - k0);
-          T* blk = dst + k0 * groups * w + g * len * w + q;
-          if (i < r) {
-            for (int64_t k = 0; k < len; ++k) {
-              const T val = round_operand<T>((row[(k0 + k) * s1] - c[k0 + k]) * sc, rounding);
-              blk[k * w] = val;
-              sum += val * val;
-              if (rrow != nullptr) rrow[k0 + k] = val;
-            }
-          } else {
-            for (int64_t k = 0; k < len; ++k) blk[k * w] = T(0);
-            if (rrow != nullptr)
-              for (int64_t k = 0; k < len; ++k) rrow[k0 + k] = T(0);
-          }
-        }
-        if (rrow != nullptr)
-          for (int64_t k = d; k < ld; ++k) rrow[k] = T(0);
-        if (nrm != nullptr) nrm[i] = sum;
-      }
-    }
+    pack_groups<T>(src, w, kc, g0, g1, 0, groups, dst, nrm, rdst, ld);
   });
 }
 
@@ -279,8 +299,9 @@ at::Tensor pad_rows(const at::Tensor& a, int64_t rows) {
 // Everything the tile kernels read, kept alive by the tensors in this struct.
 struct Prepared {
   at::Tensor xs, zs;      // scaled rows, zero padded (n_pad x ld, m_pad x ld; gradient only)
-  at::Tensor xp, zp;      // packed
+  at::Tensor xp, zp;      // packed (xp undefined when the forward packs X per row block)
   at::Tensor xn, zn;      // padded squared norms (GEMM-trick mode)
+  at::Tensor center;      // the centre of the scaled coordinates (d)
   at::Tensor vt;          // c x m_pad
   at::Tensor vrow;        // m_pad x cpad (wide V only)
   int64_t groups = 0, panels = 0, nr = 0, kc = 0, cpad = 0;
@@ -289,10 +310,11 @@ struct Prepared {
 
 // rows_ld > 0: also keep the scaled rows xs, zs (row-major, leading dimension rows_ld) for
 // the gradient's products. nr, kc: the panel width and the features per chunk of the packed
-// layouts (IsaTable).
+// layouts (IsaTable). pack_x = false: X is left to the caller (pack_groups per row block).
 template <typename T>
 Prepared prepare(const at::Tensor& x, const at::Tensor& z, const at::Tensor& v, double scale,
-                 int nr, int64_t kc, int64_t rows_ld, int rounding, bool round_v) {
+                 int nr, int64_t kc, int64_t rows_ld, int rounding, bool round_v,
+                 bool pack_x = true) {
   Prepared p;
   p.kc = kc;
   p.same = same_points(x, z);
@@ -304,12 +326,13 @@ Prepared prepare(const at::Tensor& x, const at::Tensor& z, const at::Tensor& v, 
   // Centring on the mean of z and scaling first keeps the GEMM trick's norms O(1). As in the
   // reference, non-finite entries count as 0 in the mean, so that they cannot spread to
   // the results of other rows (kernel_matrix keeps those exact).
-  const at::Tensor center = finite_mean<T>(z);
+  p.center = finite_mean<T>(z);
   at::Tensor* xn = p.direct ? nullptr : &p.xn;
   at::Tensor* zn = p.direct ? nullptr : &p.zn;
   const bool rows = rows_ld > 0;
-  pack_scaled<T>(x, center, scale, kMR, kc, rounding, p.xp, xn, rows ? &p.xs : nullptr, rows_ld);
-  pack_scaled<T>(z, center, scale, nr, kc, rounding, p.zp, zn, rows ? &p.zs : nullptr, rows_ld);
+  if (pack_x)
+    pack_scaled<T>(x, p.center, scale, kMR, kc, rounding, p.xp, xn, rows ? &p.xs : nullptr, rows_ld);
+  pack_scaled<T>(z, p.center, scale, nr, kc, rounding, p.zp, zn, rows ? &p.zs : nullptr, rows_ld);
   p.vt = transpose_padded<T>(v, p.panels * nr, round_v ? rounding : kIeee);
   return p;
 }
@@ -324,9 +347,9 @@ void prepare_wide_v(Prepared& p, const at::Tensor& v, int64_t width, int roundin
 template <typename T>
 TileArgs<T> tile_args(const Prepared& p, int kernel, int64_t n, int64_t m, int64_t d, int64_t c) {
   TileArgs<T> a;
-  a.xp = p.xp.data_ptr<T>();
+  a.xp = p.xp.defined() ? p.xp.data_ptr<T>() : nullptr;
   a.zp = p.zp.data_ptr<T>();
-  a.xn = p.direct ? nullptr : p.xn.data_ptr<T>();
+  a.xn = p.direct || !p.xn.defined() ? nullptr : p.xn.data_ptr<T>();
   a.zn = p.direct ? nullptr : p.zn.data_ptr<T>();
   a.vt = p.vt.data_ptr<T>();
   a.vrow = p.vrow.defined() ? p.vrow.data_ptr<T>() : nullptr;
@@ -367,8 +390,13 @@ void kmv_accumulate_impl(at::Tensor& out, const at::Tensor& x, const at::Tensor&
   const int64_t n = x.size(0), m = z.size(0), d = x.size(1), c = v.size(1);
   // the bf16 kernels read the plain layout (one chunk), which pack_pairs converts
   const int64_t kc = bf16 != nullptr ? d : (sizeof(T) == 4 ? table->kc_f32 : table->kc_f64);
-  // precision modes: the operands of both products (scaled x and z, K, V) are rounded
-  Prepared p = prepare<T>(x, z, v, k.scale, nr, kc, 0, rounding, true);
+  // precision modes: the operands of both products (scaled x and z, K, V) are rounded.
+  // X is packed one row block at a time inside the tasks (into a buffer each worker reuses:
+  // no n x d allocation, and the packing runs in parallel with the products), except for the
+  // bf16 kernels, which read all of X in their pair layout.
+  const bool block_x = bf16 == nullptr;
+  Prepared p = prepare<T>(x, z, v, k.scale, nr, kc, 0, rounding, true, !block_x);
+  const ScaledRows<T> x_rows(x, p.center, k.scale, rounding);
   const bool wide = c >= kWideC;
   if (wide) prepare_wide_v<T>(p, v, sizeof(T) == 4 ? table->width_f32 : table->width_f32 / 2, rounding);
   const int64_t ldacc = wide ? p.cpad : c;  // columns of the accumulators kmv_rows writes
@@ -412,6 +440,10 @@ void kmv_accumulate_impl(at::Tensor& out, const at::Tensor& x, const at::Tensor&
   run_tasks(ntasks, [&](int64_t, std::atomic<int64_t>& next) {
     std::vector<T> work(static_cast<size_t>(block_groups * kMR * a.tile_panels * nr));
     std::vector<T> acc(static_cast<size_t>(block_groups * kMR * ldacc));
+    std::vector<T> xblock(block_x ? static_cast<size_t>(block_groups * kMR * d) : 0);
+    std::vector<T> xnorms(block_x ? static_cast<size_t>(block_groups * kMR) : 0);
+    TileArgs<T> args = a;
+    int64_t packed_block = -1;  // the block xblock holds (consecutive tasks share it when Z is split)
     for (int64_t t = next++; t < ntasks; t = next++) {
       const int64_t b = t / splits, s = t % splits;
       const int64_t g0 = b * block_groups, g1 = std::min(g0 + block_groups, p.groups);
@@ -420,8 +452,17 @@ void kmv_accumulate_impl(at::Tensor& out, const at::Tensor& x, const at::Tensor&
       const int64_t p0 = std::min(p.panels, (tiles * s / splits) * a.tile_panels);
       const int64_t p1 = std::min(p.panels, (tiles * (s + 1) / splits) * a.tile_panels);
       if (p0 >= p1) continue;
+      if (block_x && packed_block != b) {
+        pack_groups<T>(x_rows, kMR, kc, g0, g1, g0, g1 - g0, xblock.data(),
+                       p.direct ? nullptr : xnorms.data(), nullptr, 0);
+        args.xp = xblock.data();
+        args.xn = p.direct ? nullptr : xnorms.data();
+        args.groups = g1 - g0;
+        args.xg0 = g0;
+        packed_block = b;
+      }
       std::fill(acc.begin(), acc.end(), T(0));
-      kmv_rows(a, g0, g1, p0, p1, acc.data(), work.data());
+      kmv_rows(args, g0, g1, p0, p1, acc.data(), work.data());
       const int64_t r0 = g0 * kMR, rows = std::min(g1 * kMR, n) - r0;
       T* o = splits == 1 ? out_ptr + r0 * c : partial_ptr + (s * n + r0) * c;
       for (int64_t i = 0; i < rows; ++i)
