@@ -251,12 +251,18 @@ inline void value_block(const T* __restrict k, int64_t ldk, const T* __restrict 
   for (int r = 0; r < R; ++r)
     for (int q = 0; q < C; ++q) s[r][q] = O::zero();
   for (int64_t j = 0; j < cols; j += W) {
-    V kv[R];
+    V kv[R], vv[C];
     for (int r = 0; r < R; ++r) kv[r] = O::load(k + r * ldk + j);
     for (int q = 0; q < C; ++q) {
-      const V vv = O::load(vt + q * ldv + j);
-      for (int r = 0; r < R; ++r) s[r][q] = O::fmadd(kv[r], vv, s[r][q]);
+      vv[q] = O::load(vt + q * ldv + j);
+#if defined(KOPS_CPU_AVX512) || defined(KOPS_CPU_AVX2)
+      // keep the rows of V in registers: GCC otherwise folds their loads into each of the R
+      // FMAs, and the loop is then bound by loads (d = 16, c = 10, 1 thread: 8.6 -> 7.4 ms)
+      asm("" : "+v"(vv[q]));
+#endif
     }
+    for (int q = 0; q < C; ++q)
+      for (int r = 0; r < R; ++r) s[r][q] = O::fmadd(kv[r], vv[q], s[r][q]);
   }
   for (int r = 0; r < R; ++r)
     for (int q = 0; q < C; ++q) acc[r * c + q] += O::hsum(s[r][q]);
