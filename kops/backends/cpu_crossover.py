@@ -38,7 +38,7 @@ __all__ = ["native_preferred", "decide", "calibrate", "CALIBRATION_D"]
 CALIBRATION_D = (16, 256, 1024)
 # Part of the cache key: raised whenever the native kernels' speed changes (a new tiling, a
 # new gradient path), so that a ratio measured with older kernels is not reused.
-KERNEL_REVISION = 4
+KERNEL_REVISION = 5
 _N = 768
 _ROUNDS = 5  # per set of rounds
 _SETS = 3  # sets of rounds at most per ratio
