@@ -280,9 +280,9 @@ def test_gradients_match_float64_reference(n, m, d, c, dtype, isa, generator):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("d", [2, 5, 6, 7, 11, 16, 17])
+@pytest.mark.parametrize("d", [2, 4, 5, 6, 7, 8, 9, 16])
 def test_small_d_gradients_match_float64_reference(d, dtype, isa, generator):
-    # every width of the one-pass small-d products (d rounded up to 1, 2, 3, 4, 6, 8, 12, 16)
+    # every width of the one-pass small-d products (d rounded up to 1, 2, 3, 4, 6, 8)
     # and the first d past them, with an odd row count (the single-row pass) and m not a
     # multiple of the panel width
     x, z, v, bw = random_problem(45, 83, d, 2, dtype=dtype, generator=generator)

@@ -154,8 +154,6 @@ void grad_products_small(const T* q, int64_t ldq, int64_t rows, int64_t cols, co
     case 4: return small_products_d<T, 4>(q, ldq, rows, cols, xs, dp, zst, ldz, gx, gzt, ldg);
     case 6: return small_products_d<T, 6>(q, ldq, rows, cols, xs, dp, zst, ldz, gx, gzt, ldg);
     case 8: return small_products_d<T, 8>(q, ldq, rows, cols, xs, dp, zst, ldz, gx, gzt, ldg);
-    case 12: return small_products_d<T, 12>(q, ldq, rows, cols, xs, dp, zst, ldz, gx, gzt, ldg);
-    case 16: return small_products_d<T, 16>(q, ldq, rows, cols, xs, dp, zst, ldz, gx, gzt, ldg);
     default: return;
   }
 }

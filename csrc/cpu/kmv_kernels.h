@@ -106,7 +106,7 @@ struct IsaTable {
                             double* gx, double* gz);
   //   grad_products_small: the same two products for small d, with zs transposed (zst,
   //   D x cols, leading dimension ldz) and gz transposed (gzt, D x cols, leading dimension
-  //   ldg), D = d rounded up to 1, 2, 3, 4, 6, 8, 12 or 16 (kmv_grad_products.h).
+  //   ldg), D = d rounded up to 1, 2, 3, 4, 6 or 8 (kmv_grad_products.h).
   void (*grad_products_small_f32)(const float* q, int64_t ldq, int64_t rows, int64_t cols,
                                   const float* xs, int64_t dp, const float* zst, int64_t ldz,
                                   int64_t D, float* gx, float* gzt, int64_t ldg);
