@@ -392,11 +392,28 @@ void kmv_accumulate_impl(at::Tensor& out, const at::Tensor& x, const at::Tensor&
   const int64_t n = x.size(0), m = z.size(0), d = x.size(1), c = v.size(1);
   // the bf16 kernels read the plain layout (one chunk), which pack_pairs converts
   const int64_t kc = bf16 != nullptr ? d : (sizeof(T) == 4 ? table->kc_f32 : table->kc_f64);
+  const int64_t tile_panels = std::max<int64_t>(1, kTileBytes / static_cast<int64_t>(sizeof(T)) / nr);
+
+  // Row blocks, and (when there are too few of them for an even share per thread) a split
+  // of Z into parts whose partial products are summed afterwards. With dynamic scheduling a
+  // thread waits at most about one task at the end: kTasksPerThread tasks per thread keep
+  // that under ~3% (21 blocks of 192 rows on 2 threads lost 5% at n = 4000, d >= 256).
+  const int64_t groups = ceil_div(n, kMR), panels = ceil_div(m, nr);
+  const int64_t block_groups = d >= kLargeD ? kLargeDBlockGroups : kBlockGroups;
+  const int64_t blocks = ceil_div(groups, block_groups);
+  const int64_t threads = at::get_num_threads();
+  int64_t splits = 1;
+  if (threads > 1 && blocks < kTasksPerThread * threads) {
+    const int64_t tiles = ceil_div(panels, tile_panels);
+    splits = std::max<int64_t>(1, std::min<int64_t>(ceil_div(kTasksPerThread * threads, blocks), tiles));
+  }
+
   // precision modes: the operands of both products (scaled x and z, K, V) are rounded.
-  // X is packed one row block at a time inside the tasks (into a buffer each worker reuses:
-  // no n x d allocation, and the packing runs in parallel with the products), except for the
+  // Without a split of Z, X is packed one row block at a time inside the tasks (into a buffer
+  // each worker reuses: no n x d allocation). With one, the parts of a block go to different
+  // workers, which would each pack it: X is packed once up front instead, as it is for the
   // bf16 kernels, which read all of X in their pair layout.
-  const bool block_x = bf16 == nullptr;
+  const bool block_x = bf16 == nullptr && splits == 1;
   Prepared p = prepare<T>(x, z, v, k.scale, nr, kc, 0, rounding, true, !block_x);
   const ScaledRows<T> x_rows(x, p.center, k.scale, rounding);
   const bool wide = c >= kWideC;
@@ -404,7 +421,7 @@ void kmv_accumulate_impl(at::Tensor& out, const at::Tensor& x, const at::Tensor&
   const int64_t ldacc = wide ? p.cpad : c;  // columns of the accumulators kmv_rows writes
   TileArgs<T> a = tile_args<T>(p, k.id, n, m, d, c);
   a.rounding = rounding;
-  a.tile_panels = std::max<int64_t>(1, kTileBytes / static_cast<int64_t>(sizeof(T)) / nr);
+  a.tile_panels = tile_panels;
   auto rows_fn = sizeof(T) == 4 ? reinterpret_cast<void*>(table->kmv_rows_f32)
                                 : reinterpret_cast<void*>(table->kmv_rows_f64);
   auto isa_rows = reinterpret_cast<void (*)(const TileArgs<T>&, int64_t, int64_t, int64_t,
@@ -420,18 +437,6 @@ void kmv_accumulate_impl(at::Tensor& out, const at::Tensor& x, const at::Tensor&
                    reinterpret_cast<float*>(acc), reinterpret_cast<float*>(work));
   };
 
-  // Row blocks, and (when there are too few of them for an even share per thread) a split
-  // of Z into parts whose partial products are summed afterwards. With dynamic scheduling a
-  // thread waits at most about one task at the end: kTasksPerThread tasks per thread keep
-  // that under ~3% (21 blocks of 192 rows on 2 threads lost 5% at n = 4000, d >= 256).
-  const int64_t block_groups = d >= kLargeD ? kLargeDBlockGroups : kBlockGroups;
-  const int64_t blocks = ceil_div(p.groups, block_groups);
-  const int64_t threads = at::get_num_threads();
-  int64_t splits = 1;
-  if (threads > 1 && blocks < kTasksPerThread * threads) {
-    const int64_t tiles = ceil_div(p.panels, a.tile_panels);
-    splits = std::max<int64_t>(1, std::min<int64_t>(ceil_div(kTasksPerThread * threads, blocks), tiles));
-  }
   at::Tensor partial;
   if (splits > 1) partial = at::zeros({splits, n, c}, out.options());
   T* out_ptr = out.data_ptr<T>();
@@ -445,7 +450,6 @@ void kmv_accumulate_impl(at::Tensor& out, const at::Tensor& x, const at::Tensor&
     std::vector<T> xblock(block_x ? static_cast<size_t>(block_groups * kMR * d) : 0);
     std::vector<T> xnorms(block_x ? static_cast<size_t>(block_groups * kMR) : 0);
     TileArgs<T> args = a;
-    int64_t packed_block = -1;  // the block xblock holds (consecutive tasks share it when Z is split)
     for (int64_t t = next++; t < ntasks; t = next++) {
       const int64_t b = t / splits, s = t % splits;
       const int64_t g0 = b * block_groups, g1 = std::min(g0 + block_groups, p.groups);
@@ -454,14 +458,13 @@ void kmv_accumulate_impl(at::Tensor& out, const at::Tensor& x, const at::Tensor&
       const int64_t p0 = std::min(p.panels, (tiles * s / splits) * a.tile_panels);
       const int64_t p1 = std::min(p.panels, (tiles * (s + 1) / splits) * a.tile_panels);
       if (p0 >= p1) continue;
-      if (block_x && packed_block != b) {
+      if (block_x) {
         pack_groups<T>(x_rows, kMR, kc, g0, g1, g0, g1 - g0, xblock.data(),
                        p.direct ? nullptr : xnorms.data(), nullptr, 0);
         args.xp = xblock.data();
         args.xn = p.direct ? nullptr : xnorms.data();
         args.groups = g1 - g0;
         args.xg0 = g0;
-        packed_block = b;
       }
       std::fill(acc.begin(), acc.end(), T(0));
       kmv_rows(args, g0, g1, p0, p1, acc.data(), work.data());
