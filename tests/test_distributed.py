@@ -196,7 +196,13 @@ def test_torchrun_environment(tmp_path):
             np.save({str(tmp_path / "raw.npy")!r}, raw)
         import kops.distributed as kd
         assert kd.launched_by_torchrun()
-        print(dist.get_backend(), dist.get_world_size())
+        print(dist.get_backend(), dist.get_world_size(), flush=True)
+        # leave as kops fit does under torchrun: Gloo's threads occasionally abort the
+        # interpreter's exit ("terminate called without an active exception", -6) after a
+        # finished fit
+        import os
+        dist.barrier()
+        os._exit(0)
     """))
     env = dict(os.environ, KOPS_DIST_TIMEOUT="60", OMP_NUM_THREADS="1")
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
