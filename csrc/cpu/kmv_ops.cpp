@@ -52,7 +52,7 @@ constexpr int64_t kGradTasksPerThread = 8;
 // Up to this d the gradient's two products run as one pass over q (grad_products_small),
 // with d rounded up to one of the template sizes below. From d = 9 on the blocked products
 // are faster (1 thread, n = m = 4000: d = 16 0.0165 -> 0.0114 s, d = 12 0.0114 -> 0.0108 s;
-// at d = 5 .. 8 the one pass is 1.3-1.4x faster than them).
+// at d = 5 .. 8 the one pass is 1.25-1.45x faster than them).
 constexpr int64_t kSmallGradD = 8;
 int64_t small_grad_width(int64_t d) {
   for (int64_t w : {1, 2, 3, 4, 6, 8})
