@@ -91,6 +91,7 @@ SHAPES = [
     (1025, 257, 1, 3),
     (49, 257, 4, 3),
     (48, 256, 5, 1),
+    (300, 1300, 130, 1),  # one column of V summed in the epilogue: several blocks, tiles, chunks
 ]
 
 

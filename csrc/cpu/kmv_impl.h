@@ -70,8 +70,11 @@ struct Profile {
 };
 
 // Epilogues of the distance microkernel: what is stored for a vector of u values (the
-// kernel values, possibly rounded as a tf32 / bf16 operand, or u itself).
-enum Epilogue : int { kStoreKernel = 0, kStoreKernelTf32 = 1, kStoreKernelBf16 = 2, kStoreU = 3 };
+// kernel values, possibly rounded as a tf32 / bf16 operand, or u itself), or, for a single
+// column of V (kAccumulateV), the kernel values times V added to per-row vector sums: the
+// tile of kernel values is then never stored and read back.
+enum Epilogue : int { kStoreKernel = 0, kStoreKernelTf32 = 1, kStoreKernelBf16 = 2, kStoreU = 3,
+                      kAccumulateV = 4 };
 
 template <typename T, int KERN, int EPI>
 inline void finish(typename Ops<T>::V u, T* dst) {
@@ -91,10 +94,13 @@ inline void finish(typename Ops<T>::V u, T* dst) {
 // partial dot products in dst, `last` says whether to finish (epilogue) or to store the
 // partial dot products back. The fixed-size loops unroll completely, so the kMR x kNV
 // accumulators live in registers (12 of 16 with AVX2, 24 of 32 with AVX-512).
+// kAccumulateV: the last chunk adds f(u) * v (vp: the panel's NR values of V) to the rows'
+// vector sums racc (kMR x W) instead of storing f(u) in dst.
 template <typename T, int KERN, int EPI>
 inline void micro_gemm(const T* __restrict xg, const T* __restrict zpn, int64_t d,
                        const T* __restrict xn6, const T* __restrict zn, T* __restrict dst,
-                       int64_t ldd, bool resume = false, bool last = true) {
+                       int64_t ldd, bool resume = false, bool last = true,
+                       T* __restrict racc = nullptr, const T* __restrict vp = nullptr) {
   using O = Ops<T>;
   using V = typename O::V;
   constexpr int W = O::W;
@@ -132,6 +138,17 @@ inline void micro_gemm(const T* __restrict xg, const T* __restrict zpn, int64_t 
 #pragma GCC unroll 1
   for (int r = 0; r < kMR; ++r) {
     const V xr = O::set1(xn6[r]);
+    if (EPI == kAccumulateV) {
+      V sum = O::load(racc + r * W);
+#pragma GCC unroll 4
+      for (int h = 0; h < kNV; ++h) {
+        const V s = O::add(xr, O::load(zn + h * W));
+        const V k = Profile<T, KERN>::value(O::clamp0(O::fmadd(m2, O::load(buf + r * NR + h * W), s)));
+        sum = O::fmadd(k, O::load(vp + h * W), sum);
+      }
+      O::store(racc + r * W, sum);
+      continue;
+    }
 #pragma GCC unroll 4
     for (int h = 0; h < kNV; ++h) {
       const V s = O::add(xr, O::load(zn + h * W));
@@ -183,9 +200,11 @@ inline void micro_direct(const T* __restrict xg, const T* __restrict zpn, int64_
 // room for every row of the groups and every column of the panels)
 // with f(u) (EPI = kStoreKernel) or u (kStoreU). Panels outer, row groups inner: one
 // panel (d x NR) is reused from L1 by every row group of the block.
+// kAccumulateV (GEMM-trick mode, c = 1, not same points): dst holds only the partial dot
+// products of a long d, and racc ((g1 - g0) * kMR x W) the rows' vector sums of f(u) v.
 template <typename T, int KERN, int EPI>
 void distance_tile(const TileArgs<T>& a, int64_t g0, int64_t g1, int64_t p0, int64_t p1, T* dst,
-                   int64_t ldd) {
+                   int64_t ldd, T* racc = nullptr) {
   constexpr int NR = kNV * Ops<T>::W;
   const int64_t d = a.d;
   // The packed chunks of kc features (kc_of<T>() for this ISA, or kc >= d): a panel's chunk
@@ -221,14 +240,17 @@ void distance_tile(const TileArgs<T>& a, int64_t g0, int64_t g1, int64_t p0, int
         T* o = col + (g - g0) * kMR * ldd;
         for (int64_t l = (g - g0) * per_group, e = imin(next_lines, l + per_group); l < e; ++l)
           __builtin_prefetch(next + l * 64, 0, 2);
-        if (a.direct)
+        if constexpr (EPI == kAccumulateV)
+          micro_gemm<T, KERN, EPI>(xg, zpn, kc, a.xn + (g - a.xg0) * kMR, a.zn + p * NR, o, ldd, resume, last,
+                                   racc + (g - g0) * kMR * Ops<T>::W, a.vt + p * NR);
+        else if (a.direct)
           micro_direct<T, KERN, EPI>(xg, zpn, kc, o, ldd);  // d <= kDirectMaxD < kKC
         else
           micro_gemm<T, KERN, EPI>(xg, zpn, kc, a.xn + (g - a.xg0) * kMR, a.zn + p * NR, o, ldd, resume, last);
       }
     }
   }
-  if (a.same) {
+  if (EPI != kAccumulateV && a.same) {
     // x is z: the diagonal is exactly distance 0, whatever the rounding above did.
     const int64_t r0 = g0 * kMR, c0 = p0 * NR, c1 = p1 * NR;
     const T diag = EPI == kStoreU ? T(0) : T(1);  // f(0) = 1 for every kops kernel (exact in tf32 / bf16)
@@ -310,6 +332,21 @@ void kmv_rows_k(const TileArgs<T>& a, int64_t g0, int64_t g1, int64_t p0, int64_
   const int64_t ldk = a.tile_panels * NR;
   const int64_t rows = imin(g1 * kMR, a.n) - g0 * kMR;
   if (rows <= 0) return;
+  constexpr int64_t kMaxFusedGroups = 32;  // the binding's largest forward block (192 rows)
+  if (EPI == kStoreKernel && a.c == 1 && a.vrow == nullptr && !a.direct && !a.same &&
+      g1 - g0 <= kMaxFusedGroups) {
+    // one column of V: f(u) v summed in the microkernel's epilogue (kAccumulateV), one
+    // vector per row, added up once per block (a plain array: no std template in the
+    // per-ISA code, see kmv_simd.h)
+    using O = Ops<T>;
+    constexpr int W = O::W;
+    alignas(64) T racc[kMaxFusedGroups * kMR * W];
+    for (int64_t i = 0; i < (g1 - g0) * kMR * W; ++i) racc[i] = T(0);
+    for (int64_t t0 = p0; t0 < p1; t0 += a.tile_panels)
+      distance_tile<T, KERN, kAccumulateV>(a, g0, g1, t0, imin(t0 + a.tile_panels, p1), work, ldk, racc);
+    for (int64_t i = 0; i < rows; ++i) acc[i] += O::hsum(O::load(racc + i * W));
+    return;
+  }
   for (int64_t t0 = p0; t0 < p1; t0 += a.tile_panels) {
     const int64_t t1 = imin(t0 + a.tile_panels, p1);
     distance_tile<T, KERN, EPI>(a, g0, g1, t0, t1, work, ldk);
