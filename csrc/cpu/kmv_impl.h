@@ -332,15 +332,14 @@ void kmv_rows_k(const TileArgs<T>& a, int64_t g0, int64_t g1, int64_t p0, int64_
   const int64_t ldk = a.tile_panels * NR;
   const int64_t rows = imin(g1 * kMR, a.n) - g0 * kMR;
   if (rows <= 0) return;
-  constexpr int64_t kMaxFusedGroups = 32;  // the binding's largest forward block (192 rows)
   if (EPI == kStoreKernel && a.c == 1 && a.vrow == nullptr && !a.direct && !a.same &&
-      g1 - g0 <= kMaxFusedGroups) {
+      g1 - g0 <= kMaxForwardBlockGroups) {
     // one column of V: f(u) v summed in the microkernel's epilogue (kAccumulateV), one
     // vector per row, added up once per block (a plain array: no std template in the
     // per-ISA code, see kmv_simd.h)
     using O = Ops<T>;
     constexpr int W = O::W;
-    alignas(64) T racc[kMaxFusedGroups * kMR * W];
+    alignas(64) T racc[kMaxForwardBlockGroups * kMR * W];
     for (int64_t i = 0; i < (g1 - g0) * kMR * W; ++i) racc[i] = T(0);
     for (int64_t t0 = p0; t0 < p1; t0 += a.tile_panels)
       distance_tile<T, KERN, kAccumulateV>(a, g0, g1, t0, imin(t0 + a.tile_panels, p1), work, ldk, racc);

@@ -25,6 +25,9 @@
 namespace kops_cpu {
 
 constexpr int kMR = 6;  // rows of X per micro-tile
+// The forward's largest row block (groups of kMR rows; kmv_ops.cpp picks the block size):
+// the bound of the per-row sums kmv_rows keeps on the stack for a single column of V.
+constexpr int64_t kMaxForwardBlockGroups = 32;
 
 // kernels: the shared list of csrc/kernel_codes.h (kGaussian, kLaplacian, ...)
 using KernelId = kops::KernelCode;

@@ -33,8 +33,9 @@ constexpr int64_t kBlockGroups = 8;
 // From d = 256 on, every row block streams all of Z (m x d) from L3 once per block: 32 groups
 // (192 rows) cut that traffic four-fold, worth 10-30% at d = 784 and 2048 (measured with 1
 // thread; the block x tile buffer, 192 KiB, still fits L2).
-constexpr int64_t kLargeDBlockGroups = 32;
+constexpr int64_t kLargeDBlockGroups = kMaxForwardBlockGroups;
 constexpr int64_t kLargeD = 256;
+static_assert(kBlockGroups <= kMaxForwardBlockGroups, "kmv_rows keeps per-row sums for at most kMaxForwardBlockGroups groups");
 // Tasks per thread the forward aims at (see kmv_accumulate_impl).
 constexpr int64_t kTasksPerThread = 16;
 constexpr int64_t kTileBytes = 1024;  // tile width in bytes of one row: 256 floats, 128 doubles
@@ -43,7 +44,7 @@ constexpr int64_t kTileBytes = 1024;  // tile width in bytes of one row: 256 flo
 constexpr int64_t kWideC = 16;
 // Gradient: blocks of 384 rows (the inner dimension of the q^T @ xs product, which reads and
 // writes its tile of gz once per block) x tiles of 256 columns (q: 400 KiB, in L2). Against
-// 96 x 512 (1 thread, time per pair of the tile loop): 20% less at d = 784, 0-5% at d = 256
+// 96 x 512 (1 thread, time per pair of the tile loop): 12-20% less at d = 784, 0-5% at d = 256
 // and 2048, equal at d = 64.
 constexpr int64_t kGradBlockGroups = 64;
 constexpr int64_t kGradTileCols = 256;
@@ -129,7 +130,7 @@ int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 // A leading dimension of at least `cols` elements of `size` bytes whose rows lie an odd
 // number of 64-byte lines apart when they are line multiples: at a power-of-two stride
 // (d = 2048 floats: 8 KiB) the rows one microkernel call sweeps all map to the same few L1
-// sets and evict each other (the gradient's products ran 10-15% slower at d = 2048).
+// sets and evict each other (the gradient's tile loop at d = 2048, 1 thread: 1.12 -> 0.97 s).
 int64_t padded_ld(int64_t cols, int64_t size) {
   return cols * size % 128 == 0 ? cols + 64 / size : cols;
 }
@@ -402,11 +403,10 @@ void kmv_accumulate_impl(at::Tensor& out, const at::Tensor& x, const at::Tensor&
   const int64_t block_groups = d >= kLargeD ? kLargeDBlockGroups : kBlockGroups;
   const int64_t blocks = ceil_div(groups, block_groups);
   const int64_t threads = at::get_num_threads();
+  const int64_t tiles = ceil_div(panels, tile_panels);
   int64_t splits = 1;
-  if (threads > 1 && blocks < kTasksPerThread * threads) {
-    const int64_t tiles = ceil_div(panels, tile_panels);
+  if (threads > 1 && blocks < kTasksPerThread * threads)
     splits = std::max<int64_t>(1, std::min<int64_t>(ceil_div(kTasksPerThread * threads, blocks), tiles));
-  }
 
   // precision modes: the operands of both products (scaled x and z, K, V) are rounded.
   // Without a split of Z, X is packed one row block at a time inside the tasks (into a buffer
@@ -454,7 +454,6 @@ void kmv_accumulate_impl(at::Tensor& out, const at::Tensor& x, const at::Tensor&
       const int64_t b = t / splits, s = t % splits;
       const int64_t g0 = b * block_groups, g1 = std::min(g0 + block_groups, p.groups);
       // Z part s in whole tiles
-      const int64_t tiles = ceil_div(p.panels, a.tile_panels);
       const int64_t p0 = std::min(p.panels, (tiles * s / splits) * a.tile_panels);
       const int64_t p1 = std::min(p.panels, (tiles * (s + 1) / splits) * a.tile_panels);
       if (p0 >= p1) continue;
