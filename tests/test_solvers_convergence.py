@@ -23,7 +23,7 @@ import itertools
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import kops
@@ -42,9 +42,11 @@ def _check(model, exact, X, tol):
     assert rel < tol, f"fitted values {rel:.3g} from the exact model (tolerance {tol})"
     objective = [r["objective"] for r in model.history_]
     assert all(np.isfinite(objective))
-    # Below this the objective is rounding (an interpolating fit reaches 1e-32).
+    # Below this the objective is noise at the minimum (an interpolating fit reaches 1e-32;
+    # float64 at the solver's divergence floor, sqrt(eps): EigenPro 3 with ridge 0 and all
+    # points as centers moved 5.5e-13 -> 6.3e-13 between epochs)
     want = torch.as_tensor(exact.decision_function(X)).double()
-    floor = 0.5 * float(want.square().sum(1).mean()) * (1e-12 if model.dtype_ == torch.float64 else 1e-6)
+    floor = 0.5 * float(want.square().sum(1).mean()) * (1.5e-8 if model.dtype_ == torch.float64 else 1e-6)
     growth = max([b / a for a, b in zip(objective, objective[1:]) if a > floor], default=1.0)
     assert growth <= GROWTH, f"objective grew by {growth:.4f} in one epoch"
 
@@ -147,6 +149,8 @@ def test_large_n_classification_eigenpro3():
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(n=st.integers(40, 200), d=st.integers(1, 6), p_frac=st.floats(0.1, 1.0), ridge=st.sampled_from(RIDGES),
        kernel=st.sampled_from(sorted(BANDWIDTH)), seed=st.integers(0, 2**16), which=st.sampled_from([3, 4]))
+@example(n=140, d=1, p_frac=1.0, ridge=0.0, kernel="matern52", seed=6259, which=3)  # was a false divergence
+@example(n=102, d=1, p_frac=1.0, ridge=0.0, kernel="matern52", seed=1, which=3)  # growth at 1e-12
 def test_property_random_small_problems(n, d, p_frac, ridge, kernel, seed, which):
     X, Y = smooth_problem(n, d, "regression", seed=seed)
     p = max(2, int(p_frac * n))
